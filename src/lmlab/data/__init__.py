@@ -1,0 +1,175 @@
+"""Corpora, splits and batches: text in, memory-mapped token streams and random windows out.
+
+- `read_corpus` reads a text file or a folder of them (UTF-8), with errors that say what to do.
+- `split_text` keeps the last 10% (by default) as validation, deterministically.
+- `tokenize_to_file` encodes text chunk by chunk into a flat token file, so a large corpus never
+  becomes one Python object per token; `TokenStream` memory-maps that file.
+- `TokenStream.random_windows` draws training batches; `TokenStream.windows` walks it in order.
+
+Tokenizers live in lmlab/tokenize: this layer only takes an `encode_array` function.
+"""
+from __future__ import annotations
+
+import importlib.resources
+import json
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from lmlab.errors import LmlabError
+from lmlab.atomic import atomic_write, atomic_write_json
+
+TEXT_SUFFIXES = {".txt", ".md", ".text", ".raw", ".tokens", ""}
+CHUNK_CHARS = 1 << 20  # characters encoded per chunk
+CACHE_VERSION = 1
+
+
+def default_corpus_path() -> Path:
+    """Tiny Shakespeare, shipped inside the package so training works offline."""
+    return Path(str(importlib.resources.files("lmlab") / "assets" / "tinyshakespeare.txt"))
+
+
+def corpus_files(path: str | Path) -> list[Path]:
+    """The text files behind `path`: the file itself, or a folder's files in sorted order."""
+    path = Path(path)
+    if not path.exists():
+        raise LmlabError(f"data path {path} does not exist; pass a text file or a folder of .txt files")
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
+                   and not p.name.startswith("."))
+    if not files:
+        raise LmlabError(f"folder {path} holds no text files (.txt, .md, .text, .raw, .tokens)")
+    return files
+
+
+def read_corpus(path: str | Path) -> str:
+    """Read one text file or every text file in a folder (joined by newlines) as UTF-8."""
+    parts = []
+    for file in corpus_files(path):
+        try:
+            parts.append(file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise LmlabError(f"{file} is not UTF-8 text (byte {e.start}); convert it, e.g. iconv -t UTF-8") from None
+        except OSError as e:
+            raise LmlabError(f"cannot read {file}: {e.strerror}") from None
+    text = "\n".join(parts)
+    if not text.strip():
+        raise LmlabError(f"corpus {path} is empty; give it some text to learn from")
+    return text
+
+
+def split_text(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
+    """Split into (train, validation): the last `val_fraction` of the characters is validation.
+
+    >>> split_text("abcdefghij", 0.2)
+    ('abcdefgh', 'ij')
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise LmlabError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    cut = int(len(text) * (1.0 - val_fraction))
+    return text[:cut], text[cut:]
+
+
+def chunk_text(text: str, chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
+    """Cut text into pieces at a lone newline between two non-space characters.
+
+    Cutting there never changes how a tokenizer splits words or runs of whitespace, so encoding
+    the pieces one by one gives the same ids as encoding the whole text.
+
+    >>> list(chunk_text("ab\\n\\ncd\\nef\\ngh", 3))
+    ['ab\\n\\ncd\\n', 'ef\\ngh']
+    """
+    start = 0
+    while start < len(text):
+        end = start + chunk_chars
+        if end >= len(text):
+            yield text[start:]
+            return
+        cut = _safe_cut(text, end)
+        if cut is None:
+            yield text[start:]
+            return
+        yield text[start:cut]
+        start = cut
+
+
+def _safe_cut(text: str, position: int) -> int | None:
+    while True:
+        newline = text.find("\n", position)
+        if newline == -1 or newline + 1 >= len(text):
+            return None
+        if newline > 0 and not text[newline - 1].isspace() and not text[newline + 1].isspace():
+            return newline + 1
+        position = newline + 1
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
+
+
+def tokenize_to_file(text: str, encode_array: Callable[[str], np.ndarray], vocab_size: int,
+                     path: str | Path) -> "TokenStream":
+    """Encode `text` chunk by chunk into a flat token file at `path` (written atomically)."""
+    dtype = token_dtype(vocab_size)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            for piece in chunk_text(text):
+                f.write(np.asarray(encode_array(piece)).astype(dtype, copy=False).tobytes())
+
+    atomic_write(path, write)
+    atomic_write_json(str(path) + ".json", {"version": CACHE_VERSION, "dtype": dtype.name, "vocab_size": vocab_size})
+    return TokenStream.open(path)
+
+
+class TokenStream:
+    """A memory-mapped 1-D array of token ids with batching helpers."""
+
+    def __init__(self, tokens: np.ndarray):
+        self.tokens = tokens
+
+    @classmethod
+    def open(cls, path: str | Path) -> "TokenStream":
+        meta = json.loads(Path(str(path) + ".json").read_text())
+        dtype = np.dtype(meta["dtype"])
+        if Path(path).stat().st_size == 0:
+            return cls(np.zeros(0, dtype=dtype))
+        return cls(np.memmap(path, dtype=dtype, mode="r"))
+
+    @classmethod
+    def from_ids(cls, ids: np.ndarray | list[int]) -> "TokenStream":
+        return cls(np.asarray(ids, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def random_windows(self, batch_size: int, context_len: int,
+                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of random windows: inputs (B, T) and next-token targets (B, T), as int64."""
+        if len(self) < context_len + 1:
+            raise LmlabError(f"only {len(self)} tokens of training data, fewer than context_len + 1 = "
+                             f"{context_len + 1}; use more text or a smaller --context-len")
+        starts = torch.randint(len(self) - context_len, (batch_size,), generator=generator).numpy()
+        rows = self.tokens[starts[:, None] + np.arange(context_len + 1)].astype(np.int64)  # (B, T + 1)
+        window = torch.from_numpy(rows)
+        return window[:, :-1], window[:, 1:]
+
+    def windows(self, context_len: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Non-overlapping windows covering every token after the first, in order, batched.
+
+        The last window may be shorter; each batch holds windows of one length.
+        """
+        n_targets = len(self) - 1
+        starts = list(range(0, n_targets, context_len))
+        full = [s for s in starts if s + context_len <= n_targets]
+        for i in range(0, len(full), batch_size):
+            rows = np.stack([self.tokens[s: s + context_len + 1] for s in full[i: i + batch_size]]).astype(np.int64)
+            window = torch.from_numpy(rows)
+            yield window[:, :-1], window[:, 1:]
+        if len(full) < len(starts):
+            s = starts[-1]
+            window = torch.from_numpy(np.asarray(self.tokens[s:], dtype=np.int64))[None]
+            yield window[:, :-1], window[:, 1:]

@@ -1,0 +1,159 @@
+"""From token ids to text: incremental detokenizing, stop strings, and the text-level entry points.
+
+`TextStream` turns a stream of token ids into text deltas that never split a UTF-8 character
+and never show text that may turn out to be (the start of) a stop string. `generate_text`
+streams the deltas of a generation; `generate` returns the whole `GenerationResult`, whose text
+is exactly the deltas joined. The token-level loop is in `loop.py`.
+"""
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+from lmlab.errors import LmlabError
+from lmlab.generate.config import GenerationConfig
+from lmlab.generate.loop import generate_ids
+
+# Prompt tokens kept as decoding context, so tokenizers that decode a lone token differently
+# (a dropped leading space, a word joiner) still give the right first delta.
+_CONTEXT_TOKENS = 4
+
+
+def held_back_length(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of `text` that is the start of some stop string (but not a
+    whole one): the part that cannot be shown until the next tokens decide.
+
+    >>> held_back_length("Hello\\nUs", ["\\nUser:"])
+    3
+    >>> held_back_length("Hello", ["\\nUser:"])
+    0
+    """
+    longest = min(len(text), max((len(s) for s in stops), default=1) - 1)
+    for size in range(longest, 0, -1):
+        tail = text[-size:]
+        if any(s.startswith(tail) for s in stops):
+            return size
+    return 0
+
+
+class TextStream:
+    """Feed token ids with `push`, get text deltas; `flush` at the end gives the rest.
+
+    Decoding works on a short window of ids and emits the bytes the newest id adds, so a
+    multi-byte character split over several tokens comes out whole, once its last byte arrives.
+    Bytes still incomplete at `flush` become U+FFFD. After a stop string appears, `stopped` is
+    True, the text before it has been emitted, and the stop string and all later text are dropped.
+
+    >>> stream = TextStream(lambda ids: bytes(ids), stop=["END"])
+    >>> [stream.push(b) for b in "é E".encode()]
+    ['', 'é', ' ', '']
+    >>> stream.push(ord("N")), stream.push(ord("D")), stream.stopped
+    ('', '', True)
+    """
+
+    def __init__(
+        self,
+        decode_bytes: Callable[[Sequence[int]], bytes],
+        stop: Sequence[str] = (),
+        context_ids: Sequence[int] = (),
+    ) -> None:
+        self.decode_bytes = decode_bytes
+        self.stop = tuple(stop)
+        self.stopped = False
+        self._ids = list(context_ids)
+        self._prefix_offset = 0  # window start: ids decoded together for context
+        self._read_offset = len(self._ids)  # ids before this have been turned into text
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""  # decoded, not yet emitted (a possible stop-string start)
+
+    def push(self, token_id: int) -> str:
+        """Add one token id; return the text that is now safe to show (often "")."""
+        if self.stopped:
+            return ""
+        self._ids.append(token_id)
+        window = self._ids[self._prefix_offset :]
+        before = self.decode_bytes(self._ids[self._prefix_offset : self._read_offset]) if len(window) > 1 else b""
+        after = self.decode_bytes(window)
+        new_bytes = after[len(before) :] if after.startswith(before) else self.decode_bytes([token_id])
+        self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
+        # The decoder holds back an incomplete trailing character; only bytes that can never
+        # become valid UTF-8 turn into U+FFFD here.
+        return self._emit(self._utf8.decode(new_bytes), final=False)
+
+    def flush(self) -> str:
+        """End of generation: return whatever is left (incomplete bytes become U+FFFD)."""
+        if self.stopped:
+            return ""
+        return self._emit(self._utf8.decode(b"", final=True), final=True)
+
+    def _emit(self, text: str, final: bool) -> str:
+        if not self.stop:
+            return text
+        pending = self._pending + text
+        found = [i for i in (pending.find(s) for s in self.stop) if i >= 0]
+        if found:
+            self.stopped = True
+            self._pending = ""
+            return pending[: min(found)]
+        keep = 0 if final else held_back_length(pending, self.stop)
+        self._pending = pending[len(pending) - keep :]
+        return pending[: len(pending) - keep]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """A finished generation: the new `text`, the new `token_ids` (those that completed a stop
+    string included; an end-of-text id excluded), and why it ended: "stop" (end-of-text or a stop
+    string) or "length" (max_new_tokens)."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str = "length"
+
+
+def generate_text(model: Any, tokenizer: Any, prompt: str, config: GenerationConfig | None = None) -> Iterator[str]:
+    """Yield the generated text in non-empty deltas as it is produced."""
+    yield from _generate(model, tokenizer, prompt, config, outcome={})
+
+
+def generate(model: Any, tokenizer: Any, prompt: str, config: GenerationConfig | None = None) -> GenerationResult:
+    """Generate after `prompt` and return the whole `GenerationResult` (no streaming)."""
+    outcome: dict[str, Any] = {}
+    text = "".join(_generate(model, tokenizer, prompt, config, outcome))
+    return GenerationResult(text, outcome["token_ids"], outcome["finish_reason"])
+
+
+def _generate(
+    model: Any, tokenizer: Any, prompt: str, config: GenerationConfig | None, outcome: dict[str, Any]
+) -> Iterator[str]:
+    """Shared by `generate_text` and `generate`; fills `outcome` with token_ids and finish_reason."""
+    config = GenerationConfig() if config is None else config
+    if not isinstance(config, GenerationConfig):
+        raise LmlabError(f"config must be a GenerationConfig, got {type(config).__name__}")
+    if not isinstance(prompt, str):
+        raise LmlabError(f"prompt must be a string, got {type(prompt).__name__}")
+    prompt_ids = list(tokenizer.encode(prompt))
+    eot_id = tokenizer.eot_id
+    if eot_id is not None and eot_id not in config.eot_ids:
+        config = config.replace(eot_ids=(*config.eot_ids, eot_id))
+    if not prompt_ids:
+        if eot_id is None:
+            raise LmlabError("the prompt is empty and this tokenizer has no end-of-text token to start from: give a prompt")
+        prompt_ids = [eot_id]  # start a fresh document, as GPT-2 does
+    stream = TextStream(tokenizer.decode_bytes, config.stop, context_ids=prompt_ids[-_CONTEXT_TOKENS:])
+    token_ids: list[int] = []
+    outcome.update(token_ids=token_ids, finish_reason="length")
+    for token_id in generate_ids(model, prompt_ids, config):
+        token_ids.append(token_id)
+        delta = stream.push(token_id)
+        if delta:
+            yield delta
+        if stream.stopped:
+            outcome["finish_reason"] = "stop"
+            return
+    if len(token_ids) < config.max_new_tokens:
+        outcome["finish_reason"] = "stop"  # an end-of-text id ended it early
+    delta = stream.flush()
+    if delta:
+        yield delta

@@ -1,0 +1,111 @@
+"""The run directory on disk: config.json, model.safetensors, train_state.safetensors.
+
+- `config.json`: model family and config, tokenizer kind, training options, `format_version`.
+- `model.safetensors`: the weights alone (what `lmlab.load` reads).
+- `train_state.safetensors`: everything `--resume` needs in ONE file (weights, optimizer moments,
+  RNG states, step), so a crash between two writes can never pair weights with the wrong optimizer.
+Every write is atomic (lmlab/atomic.py). Nothing here is ever unpickled.
+Tokenizer files live in lmlab/tokenize; Hugging Face and GGUF import/export live beside this file.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from lmlab.atomic import atomic_write, atomic_write_json
+from lmlab.errors import LmlabError
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+TRAIN_STATE_FILE = "train_state.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def write_run_config(run_dir: str | Path, config: dict[str, Any]) -> None:
+    atomic_write_json(Path(run_dir) / CONFIG_FILE, {"format_version": FORMAT_VERSION, **config})
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """Read and check a run's config.json; errors say what to do."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if not run_dir.exists():
+        raise LmlabError(f"run directory {run_dir} does not exist; train one with `lmlab train --out {run_dir}`")
+    if not path.exists():
+        raise LmlabError(f"{run_dir} is not an lmlab run directory (no {CONFIG_FILE}); "
+                         f"point at the --out directory of `lmlab train`")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LmlabError(f"{path} is not valid JSON ({e}); the run directory is damaged") from None
+    version = config.get("format_version")
+    if not isinstance(version, int):
+        raise LmlabError(f"{path} has no format_version; it was not written by lmlab")
+    if version > FORMAT_VERSION:
+        raise LmlabError(f"{run_dir} was written by a newer lmlab (format {version}, this one reads up to "
+                         f"{FORMAT_VERSION}); upgrade with `pip install -U lmlab`")
+    return config
+
+
+def _unique_storage(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Drop names that share storage with an earlier name (tied weights); return (tensors, aliases)."""
+    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    unique, aliases = {}, {}
+    for name, tensor in tensors.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key in seen:
+            aliases[name] = seen[key]
+        else:
+            seen[key] = name
+            unique[name] = tensor.detach().contiguous()
+    return unique, aliases
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
+    """Write tensors as safetensors atomically; tied tensors are stored once and recorded as aliases."""
+    unique, aliases = _unique_storage(tensors)
+    meta = {key: json.dumps(value) for key, value in (metadata or {}).items()}
+    meta["aliases"] = json.dumps(aliases)
+    atomic_write(path, lambda tmp: save_file(unique, tmp, metadata=meta))
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read tensors written by `save_tensors`; aliases are restored as the same tensor."""
+    path = Path(path)
+    if not path.exists():
+        raise LmlabError(f"{path} is missing; the run has no checkpoint yet (train it, or pass --resume to continue)")
+    try:
+        tensors = load_file(path)
+        with safe_open(path, framework="pt") as f:
+            raw_meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise LmlabError(f"{path} is not a readable safetensors file ({e})") from None
+    meta = {key: json.loads(value) for key, value in raw_meta.items()}
+    for name, target in meta.pop("aliases", {}).items():
+        tensors[name] = tensors[target]
+    return tensors, meta
+
+
+def save_model_weights(run_dir: str | Path, model: torch.nn.Module, step: int) -> None:
+    save_tensors(Path(run_dir) / MODEL_FILE, model.state_dict(), {"step": step})
+
+
+def load_model_weights(run_dir: str | Path, model: torch.nn.Module) -> int:
+    """Load model.safetensors into `model`; returns the training step it was saved at."""
+    tensors, meta = load_tensors(Path(run_dir) / MODEL_FILE)
+    _load_state(model, tensors, Path(run_dir) / MODEL_FILE)
+    return int(meta.get("step", 0))
+
+
+def _load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    result = model.load_state_dict(tensors, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise LmlabError(f"{source} does not fit the model in config.json (missing: {result.missing_keys[:3]}, "
+                         f"unexpected: {result.unexpected_keys[:3]}); the run directory is inconsistent")

@@ -1,0 +1,8 @@
+"""Training: `train(...)` sets up or resumes a run directory; `fit(...)` is the loop.
+
+Evaluation metrics beyond the validation loss live in lmlab/evaluate; plots in lmlab/viz.
+"""
+from lmlab.train.run import RunResult, train
+from lmlab.train.trainer import FitResult, TrainConfig, evaluate_loss, fit
+
+__all__ = ["FitResult", "RunResult", "TrainConfig", "evaluate_loss", "fit", "train"]

@@ -1,0 +1,141 @@
+"""Setting up and resuming a training run: corpus -> tokenizer -> token cache -> model -> `fit`.
+
+`train(...)` is the one importable entry point (the CLI's `lmlab train` is a thin wrapper). The run
+directory layout is DESIGN.md "Files on disk"; the loop itself is train/trainer.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmlab.data import TokenStream, default_corpus_path, read_corpus, split_text, tokenize_to_file
+from lmlab.errors import LmlabError
+from lmlab.io.checkpoint import (TOKENIZER_FILE, TRAIN_STATE_FILE, read_run_config, write_run_config)
+from lmlab.models import FAMILIES, PRESET_FAMILY, PRESETS, build_model
+from lmlab.tokenize import build_tokenizer
+from lmlab.tokenize import load as load_tokenizer
+from lmlab.train.trainer import FitResult, TrainConfig, fit
+
+CACHE_DIR = "cache"
+DEFAULT_MODEL = dict(n_layer=4, n_head=4, d_model=128, context_len=64)
+
+
+@dataclass
+class RunResult:
+    out: str
+    steps: int
+    train_loss: float
+    val_loss: float | None
+    tokens_per_s: float
+    wall_s: float
+    parameters: int
+
+
+def model_options(family: str, preset: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Preset values, then explicit overrides (None means "not given")."""
+    options: dict[str, Any] = dict(DEFAULT_MODEL) if family == "gpt" and preset is None else {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise LmlabError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        if PRESET_FAMILY[preset] != family:
+            raise LmlabError(f"preset {preset!r} is for --model {PRESET_FAMILY[preset]}, not {family}")
+        options.update(PRESETS[preset])
+    options.update({k: v for k, v in overrides.items() if v is not None})
+    return options
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _load_split(data: str | None, val_data: str | None, val_fraction: float) -> tuple[str, str]:
+    text = read_corpus(data if data is not None else default_corpus_path())
+    if val_data is not None:
+        return text, read_corpus(val_data)
+    return split_text(text, val_fraction)
+
+
+def _token_caches(run_dir: Path, config: dict[str, Any], tokenizer: Any) -> tuple[TokenStream, TokenStream]:
+    """Open the run's memmapped token files, (re)building them from the corpus when missing."""
+    cache = run_dir / CACHE_DIR
+    paths = {name: cache / f"{name}.bin" for name in ("train", "val")}
+    data = config["data"]
+    if all(p.exists() and Path(str(p) + ".json").exists() for p in paths.values()):
+        return TokenStream.open(paths["train"]), TokenStream.open(paths["val"])
+    train_text, val_text = _load_split(data["path"], data["val_path"], data["val_fraction"])
+    if _digest(train_text) != data["train_sha256"]:
+        raise LmlabError(f"the training data at {data['path']} changed since this run started; "
+                         f"restore it or start a new run")
+    return (tokenize_to_file(train_text, tokenizer.encode_array, tokenizer.vocab_size, paths["train"]),
+            tokenize_to_file(val_text, tokenizer.encode_array, tokenizer.vocab_size, paths["val"]))
+
+
+def train(data: str | None = None, *, out: str | Path, model: str = "gpt", tokenizer: str = "char",
+          preset: str | None = None, val_data: str | None = None, val_fraction: float = 0.1,
+          model_overrides: dict[str, Any] | None = None, train_overrides: dict[str, Any] | None = None,
+          tokenizer_options: dict[str, Any] | None = None, resume: bool = False,
+          progress: bool = True) -> RunResult:
+    """Train a model on `data` (a file or folder; default: Tiny Shakespeare) into run directory `out`.
+
+    With `resume=True`, continue the run in `out` from its last checkpoint with its saved settings
+    (only `max_steps` may be raised); the losses match an uninterrupted run exactly on CPU.
+    """
+    run_dir = Path(out)
+    if resume:
+        return _resume(run_dir, train_overrides or {}, progress)
+    if (run_dir / "config.json").exists():
+        raise LmlabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if model not in FAMILIES:
+        raise LmlabError(f"unknown model family {model!r}; choose one of: {', '.join(FAMILIES)}")
+    train_config = TrainConfig.from_dict({k: v for k, v in (train_overrides or {}).items() if v is not None})
+    options = model_options(model, preset, model_overrides or {})
+    train_text, val_text = _load_split(data, val_data, val_fraction)
+    tok = build_tokenizer(tokenizer, train_text, **(tokenizer_options or {}))
+    options["vocab_size"] = tok.vocab_size
+    torch.manual_seed(train_config.seed)
+    net = build_model(model, options)  # validates the model options before anything is written
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tok.save(run_dir / TOKENIZER_FILE)
+    config = {
+        "model": {"family": model, "config": net.config.to_dict(), "parameters": net.num_parameters()},
+        "tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size},
+        "train": train_config.to_dict(),
+        "data": {"path": None if data is None else str(Path(data).resolve()),
+                 "val_path": None if val_data is None else str(Path(val_data).resolve()),
+                 "val_fraction": val_fraction, "train_sha256": _digest(train_text),
+                 "train_chars": len(train_text), "val_chars": len(val_text)},
+    }
+    shutil.rmtree(run_dir / CACHE_DIR, ignore_errors=True)
+    write_run_config(run_dir, config)
+    train_stream, val_stream = _token_caches(run_dir, config, tok)
+    return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, progress=progress))
+
+
+def _resume(run_dir: Path, train_overrides: dict[str, Any], progress: bool) -> RunResult:
+    config = read_run_config(run_dir)
+    if not (run_dir / TRAIN_STATE_FILE).exists():
+        raise LmlabError(f"{run_dir} has no checkpoint to resume from; start it again without --resume")
+    changes = {k: v for k, v in train_overrides.items() if v is not None}
+    if set(changes) - {"max_steps"}:
+        raise LmlabError(f"--resume continues with the run's own settings; only --max-steps may change "
+                         f"(got {', '.join(sorted(set(changes) - {'max_steps'}))})")
+    train_config = dataclasses.replace(TrainConfig.from_dict(config["train"]), **changes)
+    if changes:
+        config["train"] = train_config.to_dict()
+        write_run_config(run_dir, {k: v for k, v in config.items() if k != "format_version"})
+    tok = load_tokenizer(run_dir / TOKENIZER_FILE)
+    net = build_model(config["model"]["family"], config["model"]["config"])
+    train_stream, val_stream = _token_caches(run_dir, config, tok)
+    return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, resume=True,
+                                     progress=progress))
+
+
+def _finish(run_dir: Path, net: torch.nn.Module, result: FitResult) -> RunResult:
+    return RunResult(out=str(run_dir), steps=result.steps, train_loss=result.train_loss, val_loss=result.val_loss,
+                     tokens_per_s=result.tokens_per_s, wall_s=result.wall_s, parameters=net.num_parameters())

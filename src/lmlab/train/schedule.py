@@ -1,0 +1,18 @@
+"""Learning-rate schedules as pure functions of the step (so resuming needs no scheduler state)."""
+from __future__ import annotations
+
+import math
+
+
+def warmup_cosine(step: int, *, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
+    """Linear warmup to `lr` over `warmup_steps`, then cosine decay to `min_lr` at `decay_steps`.
+
+    >>> [round(warmup_cosine(s, lr=1.0, min_lr=0.1, warmup_steps=2, decay_steps=6), 3) for s in range(8)]
+    [0.333, 0.667, 1.0, 0.868, 0.55, 0.232, 0.1, 0.1]
+    """
+    if step < warmup_steps:
+        return lr * (step + 1) / (warmup_steps + 1)
+    if step >= decay_steps:
+        return min_lr
+    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)

@@ -1,0 +1,262 @@
+"""The training loop: one function, `fit`, for every model family.
+
+AdamW with decay / no-decay groups, warmup + cosine learning rate, gradient clipping and
+accumulation, optional bf16 autocast, periodic validation, a progress bar, metrics.jsonl and
+loss.png, and atomic checkpoints that resume exactly (same losses as an uninterrupted run on CPU).
+Setting up a run (corpus, tokenizer, run directory) lives in train/run.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from lmlab.atomic import atomic_write_text
+from lmlab.data import TokenStream
+from lmlab.errors import LmlabError
+from lmlab.io.checkpoint import (METRICS_FILE, TRAIN_STATE_FILE, load_tensors, save_model_weights,
+                                 save_tensors)
+from lmlab.models.config import config_from_dict
+from lmlab.train.schedule import warmup_cosine
+from lmlab.viz.loss import plot_loss
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = 2000
+    batch_size: int = 12
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr: float | None = None  # None: lr / 10
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    eval_batches: int = 20
+    log_every: int = 10
+    seed: int = 1337
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (0 if name == "max_steps" else 1):
+                raise LmlabError(f"{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise LmlabError(f"lr must be positive, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise LmlabError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.precision not in PRECISIONS:
+            raise LmlabError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        return config_from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def lr_at(self, step: int) -> float:
+        min_lr = self.lr / 10 if self.min_lr is None else self.min_lr
+        return warmup_cosine(step, lr=self.lr, min_lr=min_lr, warmup_steps=self.warmup_steps,
+                             decay_steps=self.max_steps)
+
+
+@dataclass
+class FitResult:
+    steps: int
+    train_loss: float
+    val_loss: float | None
+    tokens_per_s: float
+    wall_s: float
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW where matrices and embeddings decay and biases / norm gains do not."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    unique = list({id(p): p for p in params}.values())
+    decay = [p for p in unique if p.dim() >= 2]
+    no_decay = [p for p in unique if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=True)
+
+
+def use_bf16(config: TrainConfig, model: nn.Module) -> bool:
+    """bf16 autocast pays off on CPU only for wide layers; tiny models run faster in fp32."""
+    if config.precision != "auto":
+        return config.precision == "bf16"
+    width = getattr(getattr(model, "config", None), "d_model", 0)
+    return width >= 512 and torch.backends.mkldnn.is_available()
+
+
+def _state_tensors(model: nn.Module, optimizer: torch.optim.Optimizer,
+                   batch_rng: torch.Generator) -> dict[str, torch.Tensor]:
+    """Everything needed to resume, as a flat dict of tensors (no pickles)."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                tensors[f"optim.{names[id(p)]}.{key}"] = value
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.batches"] = batch_rng.get_state()
+    return tensors
+
+
+def _restore_state(model: nn.Module, optimizer: torch.optim.Optimizer, batch_rng: torch.Generator,
+                   tensors: dict[str, torch.Tensor]) -> None:
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
+    params = dict(model.named_parameters())
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            name, slot = key[6:].rsplit(".", 1)
+            optimizer.state[params[name]][slot] = value.clone()
+    torch.set_rng_state(tensors["rng.torch"])
+    batch_rng.set_state(tensors["rng.batches"])
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, stream: TokenStream, context_len: int, batch_size: int,
+                  max_batches: int | None = None, bf16: bool = False) -> float:
+    """Mean next-token loss over non-overlapping windows (all of them unless max_batches)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    windows = stream.windows(context_len, batch_size)
+    for i, (x, y) in enumerate(windows):
+        if max_batches is not None and i >= max_batches:
+            break
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            _, loss = model(x, y)
+        total += loss.item() * y.numel()
+        count += y.numel()
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+class Metrics:
+    """metrics.jsonl (append-only, one JSON object per line) and loss.png in the run directory."""
+
+    def __init__(self, run_dir: Path, keep_until_step: int):
+        self.path = run_dir / METRICS_FILE
+        self.plot_path = run_dir / "loss.png"
+        self.rows = self._read(keep_until_step)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
+        self.file = open(self.path, "a", encoding="utf-8")
+
+    def _read(self, keep_until_step: int) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        rows = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash
+            if row.get("step", 0) <= keep_until_step:
+                rows.append(row)
+        return rows
+
+    def log(self, **row: Any) -> None:
+        self.rows.append(row)
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+
+    def plot(self) -> None:
+        plot_loss(self.rows, self.plot_path)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None, run_dir: str | Path,
+        config: TrainConfig, *, resume: bool = False, progress: bool = True) -> FitResult:
+    """Train `model` on random windows of `train_data`, checkpointing into `run_dir`."""
+    run_dir = Path(run_dir)
+    context_len = model.context_len
+    torch.manual_seed(config.seed)
+    batch_rng = torch.Generator().manual_seed(config.seed)
+    optimizer = make_optimizer(model, config)
+    bf16 = use_bf16(config, model)
+    start_step = 0
+    if resume and (run_dir / TRAIN_STATE_FILE).exists():
+        tensors, meta = load_tensors(run_dir / TRAIN_STATE_FILE)
+        _restore_state(model, optimizer, batch_rng, tensors)
+        start_step = int(meta["step"])
+    metrics = Metrics(run_dir, keep_until_step=start_step)
+
+    def checkpoint(step: int) -> None:
+        save_tensors(run_dir / TRAIN_STATE_FILE, _state_tensors(model, optimizer, batch_rng), {"step": step})
+        save_model_weights(run_dir, model, step)
+        metrics.plot()
+
+    if start_step == 0:
+        checkpoint(0)
+    model.train()
+    tokens_per_step = config.batch_size * config.grad_accum * context_len
+    bar = tqdm(total=config.max_steps, initial=start_step, disable=not progress, unit="step",
+               dynamic_ncols=True, leave=False)
+    started = time.perf_counter()
+    window_start, window_steps = started, 0
+    loss_sum = torch.zeros(())
+    last_loss = math.nan
+    val_loss = None
+    for step in range(start_step, config.max_steps):
+        lr = config.lr_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        for _ in range(config.grad_accum):
+            x, y = train_data.random_windows(config.batch_size, context_len, batch_rng)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                _, loss = model(x, y)
+            (loss / config.grad_accum).backward()
+            loss_sum += loss.detach()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip, foreach=True)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        window_steps += 1
+        done = step + 1
+        if done % config.log_every == 0 or done == config.max_steps:
+            now = time.perf_counter()
+            last_loss = loss_sum.item() / (window_steps * config.grad_accum)
+            tokens_per_s = window_steps * tokens_per_step / max(now - window_start, 1e-9)
+            metrics.log(step=done, loss=round(last_loss, 5), lr=lr, tokens_per_s=round(tokens_per_s),
+                        elapsed_s=round(now - started, 3))
+            bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+            bar.update(window_steps)
+            loss_sum.zero_()
+            window_start, window_steps = now, 0
+        finished = done == config.max_steps
+        if val_data is not None and (done % config.eval_every == 0 or finished):
+            # periodic: a fixed sample of windows; at the end: the whole validation split
+            val_loss = evaluate_loss(model, val_data, context_len, config.batch_size,
+                                     max_batches=None if finished else config.eval_batches, bf16=bf16)
+            metrics.log(step=done, val_loss=round(val_loss, 5))
+            if progress:
+                bar.write(f"step {done}: train loss {last_loss:.4f}, val loss {val_loss:.4f}")
+        if done % config.eval_every == 0 or finished:
+            checkpoint(done)
+    bar.close()
+    if val_data is not None and val_loss is None:  # resumed a finished run: report its final state
+        val_loss = evaluate_loss(model, val_data, context_len, config.batch_size, bf16=bf16)
+    if math.isnan(last_loss):
+        last_loss = next((r["loss"] for r in reversed(metrics.rows) if "loss" in r), math.nan)
+    wall = time.perf_counter() - started
+    steps_run = config.max_steps - start_step
+    metrics.close()
+    return FitResult(steps=config.max_steps, train_loss=last_loss, val_loss=val_loss,
+                     tokens_per_s=steps_run * tokens_per_step / max(wall, 1e-9), wall_s=wall)
