@@ -22,11 +22,12 @@ from lmlab.tokenize.base import Tokenizer
 EOT = "<|endoftext|>"
 CHUNK_CHARS = 1 << 16  # encode_array hands Hugging Face pieces of about this many characters
 
-# A whitespace character followed by whitespace then non-whitespace, or a newline followed by
-# non-whitespace: the GPT-2 regex always ends a piece there, so cutting the text there and
-# encoding the parts separately gives the same ids. (Only ASCII whitespace is trusted before the
-# cut; Python's \S never matches a character the Rust regex counts as whitespace.)
-_SAFE_CUT = re.compile(r"[\t\n\r ](?=[\t\n\r ]\S)|\n(?=\S)")
+# Where the GPT-2 regex ends a piece whatever comes after the cut, so encoding the parts separately
+# gives the same ids: before the last character of a whitespace run that ends in non-whitespace
+# (the run minus its last character is one piece), or after a newline standing alone between two
+# non-whitespace characters. Only ASCII whitespace is trusted; Python's \S never matches a
+# character the Rust regex counts as whitespace.
+_SAFE_CUT = re.compile(r"[\t\n\r ](?=[\t\n\r ]\S)|(?<=\S)\n(?=\S)")
 
 
 @lru_cache(maxsize=1)

@@ -3,6 +3,6 @@
 Evaluation metrics beyond the validation loss live in lmlab/evaluate; plots in lmlab/viz.
 """
 from lmlab.train.run import RunResult, train
-from lmlab.train.trainer import FitResult, TrainConfig, evaluate_loss, fit
+from lmlab.train.trainer import FitResult, TrainConfig, fit
 
-__all__ = ["FitResult", "RunResult", "TrainConfig", "evaluate_loss", "fit", "train"]
+__all__ = ["FitResult", "RunResult", "TrainConfig", "fit", "train"]

@@ -76,6 +76,12 @@ def _token_caches(run_dir: Path, config: dict[str, Any], tokenizer: Any) -> tupl
             tokenize_to_file(val_text, tokenizer.encode_array, tokenizer.vocab_size, paths["val"]))
 
 
+def validation_split(run_dir: Path, config: dict[str, Any], tokenizer: Any) -> tuple[TokenStream, int]:
+    """A run's validation tokens and the UTF-8 size of their text."""
+    _, val_stream = _token_caches(run_dir, config, tokenizer)
+    return val_stream, config["data"]["val_bytes"]
+
+
 def train(data: str | None = None, *, out: str | Path, model: str = "gpt", tokenizer: str = "char",
           preset: str | None = None, val_data: str | None = None, val_fraction: float = 0.1,
           model_overrides: dict[str, Any] | None = None, train_overrides: dict[str, Any] | None = None,
@@ -109,7 +115,8 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
         "data": {"path": None if data is None else str(Path(data).resolve()),
                  "val_path": None if val_data is None else str(Path(val_data).resolve()),
                  "val_fraction": val_fraction, "train_sha256": _digest(train_text),
-                 "train_chars": len(train_text), "val_chars": len(val_text)},
+                 "train_chars": len(train_text), "val_chars": len(val_text),
+                 "val_bytes": len(val_text.encode("utf-8"))},
     }
     shutil.rmtree(run_dir / CACHE_DIR, ignore_errors=True)
     write_run_config(run_dir, config)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from lmlab.atomic import atomic_write_text
 from lmlab.data import TokenStream
 from lmlab.errors import LmlabError
+from lmlab.evaluate import mean_loss
 from lmlab.io.checkpoint import (METRICS_FILE, TRAIN_STATE_FILE, load_tensors, save_model_weights,
                                  save_tensors)
 from lmlab.models.config import config_from_dict
@@ -128,25 +129,6 @@ def _restore_state(model: nn.Module, optimizer: torch.optim.Optimizer, batch_rng
     batch_rng.set_state(tensors["rng.batches"])
 
 
-@torch.no_grad()
-def evaluate_loss(model: nn.Module, stream: TokenStream, context_len: int, batch_size: int,
-                  max_batches: int | None = None, bf16: bool = False) -> float:
-    """Mean next-token loss over non-overlapping windows (all of them unless max_batches)."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    windows = stream.windows(context_len, batch_size)
-    for i, (x, y) in enumerate(windows):
-        if max_batches is not None and i >= max_batches:
-            break
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            _, loss = model(x, y)
-        total += loss.item() * y.numel()
-        count += y.numel()
-    model.train(was_training)
-    return total / max(count, 1)
-
-
 class Metrics:
     """metrics.jsonl (append-only, one JSON object per line) and loss.png in the run directory."""
 
@@ -243,7 +225,7 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
         finished = done == config.max_steps
         if val_data is not None and (done % config.eval_every == 0 or finished):
             # periodic: a fixed sample of windows; at the end: the whole validation split
-            val_loss = evaluate_loss(model, val_data, context_len, config.batch_size,
+            val_loss = mean_loss(model, val_data, context_len, config.batch_size,
                                      max_batches=None if finished else config.eval_batches, bf16=bf16)
             metrics.log(step=done, val_loss=round(val_loss, 5))
             if progress:
@@ -252,7 +234,7 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
             checkpoint(done)
     bar.close()
     if val_data is not None and val_loss is None:  # resumed a finished run: report its final state
-        val_loss = evaluate_loss(model, val_data, context_len, config.batch_size, bf16=bf16)
+        val_loss = mean_loss(model, val_data, context_len, config.batch_size, bf16=bf16)
     if math.isnan(last_loss):
         last_loss = next((r["loss"] for r in reversed(metrics.rows) if "loss" in r), math.nan)
     wall = time.perf_counter() - started

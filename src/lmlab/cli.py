@@ -1,0 +1,233 @@
+"""The `lmlab` command: parse arguments, call the library, format the answer.
+
+Every subcommand has `--help` and a `--json` mode that prints one JSON object. Bad input prints a
+one-line `error: ...` that says what to do and exits with code 2. No logic lives here beyond that.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from lmlab.errors import LmlabError
+
+EXIT_USAGE = 2
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _print_json(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, ensure_ascii=False))
+
+
+# --- train -------------------------------------------------------------------------------------
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    from lmlab.models import FAMILIES, PRESETS
+    from lmlab.tokenize import TOKENIZERS
+
+    p = sub.add_parser("train", help="train a language model into a run directory",
+                       description="Train a model on a text file or folder (default: Tiny Shakespeare, "
+                                   "shipped with lmlab) into --out. The last 10%% is validation unless "
+                                   "--val-data is given.")
+    p.add_argument("--model", default="gpt", choices=list(FAMILIES), help="model family (default: gpt)")
+    p.add_argument("--data", help="training text: a file or a folder of .txt files (default: Tiny Shakespeare)")
+    p.add_argument("--val-data", help="validation text (default: the last 10%% of --data)")
+    p.add_argument("--tokenizer", default="char",
+                   help=f"{' | '.join(TOKENIZERS)} | PATH.json of a saved tokenizer (default: char)")
+    p.add_argument("--vocab-size", type=_positive_int, help="vocabulary size for --tokenizer bpe / word")
+    p.add_argument("--out", required=True, help="run directory to create (or continue, with --resume)")
+    p.add_argument("--preset", help=f"model size preset: {', '.join(PRESETS)}")
+    for flag, kind, text in (
+        ("--n-layer", _positive_int, "transformer blocks"), ("--n-head", _positive_int, "attention heads"),
+        ("--d-model", _positive_int, "embedding width"), ("--context-len", _positive_int, "context length in tokens"),
+        ("--dropout", float, "dropout probability"),
+        ("--positional", str, "positional encoding: learned | sinusoidal"),
+    ):
+        p.add_argument(flag, type=kind, help=text)
+    for flag, kind, text in (
+        ("--batch-size", _positive_int, "sequences per step (default 12)"),
+        ("--grad-accum", _positive_int, "micro-batches per optimizer step (default 1)"),
+        ("--lr", float, "peak learning rate (default 1e-3)"),
+        ("--min-lr", float, "final learning rate (default lr/10)"),
+        ("--warmup-steps", int, "linear warmup steps (default 100)"),
+        ("--weight-decay", float, "AdamW weight decay (default 0.1)"),
+        ("--grad-clip", float, "gradient norm clip, 0 = off (default 1.0)"),
+        ("--max-steps", int, "optimizer steps (default 2000)"),
+        ("--eval-every", _positive_int, "validate and checkpoint every N steps (default 250)"),
+        ("--seed", int, "random seed (default 1337)"),
+        ("--precision", str, "auto | fp32 | bf16 (autocast); auto picks bf16 only where it is faster"),
+    ):
+        p.add_argument(flag, type=kind, help=text)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the results at the end")
+    p.set_defaults(handler=run_train)
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from lmlab.train import train
+
+    model_keys = ("n_layer", "n_head", "d_model", "context_len", "dropout", "positional")
+    train_keys = ("batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
+                  "max_steps", "eval_every", "seed", "precision")
+    tokenizer_options = {"vocab_size": args.vocab_size} if args.vocab_size else {}
+    if args.resume:
+        given = [k for k in model_keys if getattr(args, k) is not None]
+        if given or args.data or args.preset:
+            raise LmlabError("--resume continues a run with its own data and model settings; "
+                             "drop --data/--preset/model flags (only --max-steps may change)")
+    result = train(args.data, out=args.out, model=args.model, tokenizer=args.tokenizer, preset=args.preset,
+                   val_data=args.val_data, model_overrides={k: getattr(args, k) for k in model_keys},
+                   train_overrides={k: getattr(args, k) for k in train_keys},
+                   tokenizer_options=tokenizer_options, resume=args.resume, progress=not args.quiet)
+    summary = {"train_loss": result.train_loss, "val_loss": result.val_loss, "steps": result.steps,
+               "tokens_per_s": round(result.tokens_per_s, 1), "wall_s": round(result.wall_s, 2), "out": result.out}
+    if args.json:
+        _print_json(summary)
+    else:
+        val = "n/a" if result.val_loss is None else f"{result.val_loss:.4f}"
+        print(f"trained {result.parameters:,} parameters for {result.steps} steps in {result.wall_s:.1f} s "
+              f"({result.tokens_per_s:,.0f} tokens/s): train loss {result.train_loss:.4f}, val loss {val}")
+        print(f"run directory: {result.out}   next: lmlab generate {result.out} --prompt \"...\"")
+
+
+# --- generate ----------------------------------------------------------------------------------
+
+def add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="generate text from a trained model",
+                       description="Continue a prompt with a trained model, streaming tokens as they arrive.")
+    p.add_argument("run", help="run directory (from lmlab train)")
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default 200)")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy (default 1.0)")
+    p.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
+    p.add_argument("--top-p", type=float, help="sample from the smallest set with this total probability")
+    p.add_argument("--seed", type=int, help="random seed: same seed, same text")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16")
+    p.add_argument("--json", action="store_true", help='print {"text", "tokens"} instead of streaming')
+    p.set_defaults(handler=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    from lmlab.bundle import load
+
+    options = dict(max_new_tokens=args.max_new_tokens, do_sample=not args.greedy, temperature=args.temperature,
+                   top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=tuple(args.stop))
+    from lmlab.generate import GenerationConfig
+
+    GenerationConfig.from_dict(options)  # bad options fail before the model loads
+    bundle = load(args.run, dtype=args.dtype)
+    if args.json:
+        result = bundle.generate(args.prompt, **options)
+        _print_json({"text": result.text, "tokens": len(result.token_ids)})
+        return
+    sys.stdout.write(args.prompt)
+    sys.stdout.flush()
+    for piece in bundle.stream(args.prompt, **options):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+# --- eval --------------------------------------------------------------------------------------
+
+def add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="loss, perplexity and bits per byte of a model on text",
+                       description="Evaluate a run on --data, or on its own validation split by default.")
+    p.add_argument("run", help="run directory (from lmlab train)")
+    p.add_argument("--data", help="text file or folder to evaluate on (default: the run's validation split)")
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--json", action="store_true", help='print {"loss", "perplexity", "bits_per_byte", "tokens", "bytes"}')
+    p.set_defaults(handler=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    from lmlab.bundle import load
+    from lmlab.data import read_corpus
+    from lmlab.evaluate import perplexity
+    from lmlab.train.run import validation_split
+
+    bundle = load(args.run)
+    if args.data:
+        result = perplexity(bundle.model, bundle.tokenizer, read_corpus(args.data), batch_size=args.batch_size)
+    else:
+        stream, n_bytes = validation_split(Path(args.run), bundle.config, bundle.tokenizer)
+        result = perplexity(bundle.model, bundle.tokenizer, stream=stream, text_bytes=n_bytes,
+                            batch_size=args.batch_size)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(f"loss {result.loss:.4f}  perplexity {result.perplexity:.3f}  bits/byte {result.bits_per_byte:.4f}  "
+              f"({result.tokens:,} tokens, {result.bytes:,} bytes)")
+
+
+# --- tokenize ----------------------------------------------------------------------------------
+
+def add_tokenize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tokenize", help="show how a tokenizer splits a file",
+                       description="Tokenize FILE. char and word tokenizers are built from FILE itself.")
+    p.add_argument("file", help="text file to tokenize")
+    p.add_argument("--tokenizer", default="gpt2", help="char | word | bpe | gpt2 | PATH.json | RUN_DIR (default gpt2)")
+    p.add_argument("--json", action="store_true", help='print {"ids": [...], "tokens": N, "bytes": N}')
+    p.set_defaults(handler=run_tokenize)
+
+
+def run_tokenize(args: argparse.Namespace) -> None:
+    from lmlab.data import read_corpus
+    from lmlab.tokenize import build_tokenizer
+
+    path = Path(args.file)
+    if path.is_dir():
+        raise LmlabError(f"{path} is a folder; tokenize one text file at a time")
+    text = read_corpus(path)
+    tokenizer = build_tokenizer(args.tokenizer, text)
+    ids = tokenizer.encode(text)
+    n_bytes = len(text.encode("utf-8"))
+    if args.json:
+        _print_json({"ids": ids, "tokens": len(ids), "bytes": n_bytes})
+        return
+    print(" ".join(f"{tokenizer.id_to_token(i)!r}:{i}" for i in ids))
+    print(f"{len(ids):,} tokens, {n_bytes:,} bytes ({n_bytes / max(len(ids), 1):.2f} bytes/token)", file=sys.stderr)
+
+
+# --- main --------------------------------------------------------------------------------------
+
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_train, add_generate, add_eval, add_tokenize)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmlab", description="Language models from n-grams to transformers.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.handler(args)
+    except LmlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Scoring text: mean loss, perplexity and bits per byte over non-overlapping context windows.
+
+Bits per byte (total negative log2-likelihood / UTF-8 bytes) is the scale on which models with
+different tokenizers compare fairly. BLEU, zero-shot tasks and `compare` arrive with later issues.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from lmlab.data import TokenStream
+from lmlab.errors import LmlabError
+
+
+@dataclass(frozen=True)
+class Perplexity:
+    loss: float  # mean negative log-likelihood per token, in nats
+    perplexity: float
+    bits_per_byte: float
+    tokens: int  # tokens predicted
+    bytes: int  # UTF-8 bytes of those tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def total_nll(model: nn.Module, stream: TokenStream, context_len: int, batch_size: int = 16,
+              max_batches: int | None = None, bf16: bool = False) -> tuple[float, int]:
+    """Summed next-token negative log-likelihood (nats) and the number of tokens predicted.
+
+    Windows do not overlap: each token after the first is predicted once, from the tokens before
+    it in its window.
+    """
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i, (x, y) in enumerate(stream.windows(context_len, batch_size)):
+        if max_batches is not None and i >= max_batches:
+            break
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            _, loss = model(x, y)
+        total += loss.item() * y.numel()
+        count += y.numel()
+    model.train(was_training)
+    return total, count
+
+
+def mean_loss(model: nn.Module, stream: TokenStream, context_len: int, batch_size: int = 16,
+              max_batches: int | None = None, bf16: bool = False) -> float:
+    total, count = total_nll(model, stream, context_len, batch_size, max_batches, bf16)
+    return total / max(count, 1)
+
+
+def summarize(nll: float, tokens: int, n_bytes: int) -> Perplexity:
+    """Turn a summed NLL (nats) into the reported figures.
+
+    >>> summarize(nll=2 * math.log(2), tokens=2, n_bytes=4)
+    Perplexity(loss=0.693147..., perplexity=2.0, bits_per_byte=0.5, tokens=2, bytes=4)
+    """
+    loss = nll / max(tokens, 1)
+    return Perplexity(loss=loss, perplexity=math.exp(min(loss, 700.0)),
+                      bits_per_byte=nll / math.log(2) / max(n_bytes, 1), tokens=tokens, bytes=n_bytes)
+
+
+def perplexity(model: nn.Module, tokenizer: Any, text: str | None = None, *, stream: TokenStream | None = None,
+               text_bytes: int | None = None, batch_size: int = 16) -> Perplexity:
+    """Evaluate `model` on `text` (or on an already tokenized `stream` whose text had `text_bytes`)."""
+    if stream is None:
+        stream = TokenStream(tokenizer.encode_array(text))
+        text_bytes = len(text.encode("utf-8"))
+    if len(stream) < 2:
+        raise LmlabError("the evaluation text has fewer than 2 tokens; give it more text")
+    nll, tokens = total_nll(model, stream, model.context_len, batch_size)
+    first_token_bytes = len(tokenizer.decode_bytes([int(stream.tokens[0])]))
+    return summarize(nll, tokens, max(int(text_bytes) - first_token_bytes, 1))
