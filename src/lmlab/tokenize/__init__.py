@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lmlab.errors import LmlabError
 from lmlab.tokenize.base import Tokenizer, load
@@ -61,7 +61,7 @@ def build_tokenizer(spec: str, text: str | None = None, **options: Any) -> Token
     raise LmlabError(f"unknown tokenizer {spec!r}: choose one of {', '.join(TOKENIZERS)}, or give the path of a saved tokenizer .json")
 
 
-def _check_options(spec: str, train: Any, options: dict[str, Any]) -> None:
+def _check_options(spec: str, train: Callable[..., Tokenizer], options: dict[str, Any]) -> None:
     accepted = list(inspect.signature(train).parameters)[1:]  # after the text
     unknown = sorted(set(options) - set(accepted))
     if unknown:

@@ -110,7 +110,8 @@ class ByteLevelTokenizer(Tokenizer):
             return self.hf_tokenizer.encode(_valid_unicode(text), add_special_tokens=False).ids
 
     def encode_array(self, text: str) -> np.ndarray:
-        """Encode in parallel: cut where pieces end anyway, then one `encode_batch` call."""
+        """Encode in parallel: cut where pieces end anyway, then one `encode_batch_fast` call
+        (no offsets computed; needs tokenizers >= 0.20)."""
         parts = split_for_encoding(text)
         try:
             encodings = self.hf_tokenizer.encode_batch_fast(parts, add_special_tokens=False)
