@@ -78,14 +78,16 @@ def causal_mask(n_query: int, n_key: int, device: torch.device) -> torch.Tensor 
     return torch.arange(n_key, device=device)[None, :] <= rows
 
 
-def manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+def manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                      dropout: float, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Causal softmax(q k^T / sqrt(d)) v, written out; returns (output, attention weights).
+    """softmax(q k^T / sqrt(d)) v with a causal mask, written out; returns (output, weights).
 
-    q: (B, H, Tq, D); k, v: (B, H, Tk, D). The queries are the last Tq of the Tk positions.
+    q: (B, H, Tq, D); k, v: (B, H, Tk, D). With `mask` None the queries are the last Tq of the
+    Tk positions (plain causal); otherwise `mask` (B, 1, Tq, Tk) is True where attending is allowed.
     """
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, Tq, Tk)
-    mask = causal_mask(q.size(2), k.size(2), q.device)
+    if mask is None:
+        mask = causal_mask(q.size(2), k.size(2), q.device)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = scores.softmax(dim=-1)
@@ -93,14 +95,14 @@ def manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out, weights
 
 
-def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                    dropout: float, training: bool) -> tuple[torch.Tensor, None]:
     """The same function through PyTorch's fused kernel (no weights returned)."""
     drop = dropout if training else 0.0
-    n_query, n_key = q.size(2), k.size(2)
-    if n_query == n_key:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True), None
-    mask = causal_mask(n_query, n_key, q.device)
+    if mask is None:
+        if q.size(2) == k.size(2):
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True), None
+        mask = causal_mask(q.size(2), k.size(2), q.device)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop), None
 
 
@@ -139,7 +141,9 @@ POSITIONAL = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions}
 class KVCache:
     """Preallocated keys and values for every layer, filled left to right.
 
-    keys/values: (n_layer, B, n_head, capacity, head_dim); `length` positions are filled.
+    keys/values: (n_layer, B, n_head, capacity, head_dim); `length` positions are filled. For
+    batches of unequal (left-padded) prompts, `valid` (B, capacity) marks real tokens and
+    `next_position` (B,) is each row's next position id; both stay None for unpadded batches.
     """
 
     def __init__(self, config: GPTConfig, batch_size: int, dtype: torch.dtype, device: torch.device):
@@ -147,6 +151,8 @@ class KVCache:
         self.keys = torch.empty(shape, dtype=dtype, device=device)
         self.values = torch.empty(shape, dtype=dtype, device=device)
         self.length = 0
+        self.valid: torch.Tensor | None = None
+        self.next_position: torch.Tensor | None = None
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, H, T_new, D) after the filled part; return all keys/values so far."""
@@ -158,7 +164,31 @@ class KVCache:
     def reorder(self, index: torch.Tensor) -> "KVCache":
         self.keys = self.keys.index_select(1, index)
         self.values = self.values.index_select(1, index)
+        if self.valid is not None:
+            self.valid = self.valid.index_select(0, index)
+            self.next_position = self.next_position.index_select(0, index)
         return self
+
+
+def padded_positions_and_mask(mask: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:
+    """Position ids (B, T) and attention mask (B, 1, T, Tk) for new tokens with padding `mask` (B, T).
+
+    Padding tokens take no position and are never attended to; each query may always attend to
+    itself, so a padding row stays finite (its output is never used).
+    """
+    B, T = mask.shape
+    start = cache.length
+    if cache.valid is None:
+        cache.valid = torch.ones(B, cache.keys.size(3), dtype=torch.bool, device=mask.device)
+        cache.next_position = torch.zeros(B, dtype=torch.long, device=mask.device)
+    positions = (cache.next_position[:, None] + mask.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
+    cache.valid[:, start:start + T] = mask
+    cache.next_position = cache.next_position + mask.long().sum(1)
+    n_key = start + T
+    allowed = causal_mask(T, n_key, mask.device)
+    allowed = cache.valid[:, None, :n_key] & (allowed if allowed is not None else True)  # (B, T, Tk)
+    own = torch.arange(n_key, device=mask.device)[None, :] == (torch.arange(T, device=mask.device)[:, None] + start)
+    return positions, (allowed | own)[:, None]  # (B, 1, T, Tk)
 
 
 class CausalSelfAttention(nn.Module):
@@ -172,7 +202,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.attend = ATTENTION[config.attention]
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, mask: torch.Tensor | None = None,
                 need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
@@ -180,7 +210,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.append(self.layer, k, v)  # (B, H, cached + T, D)
         attend = manual_attention if need_weights else self.attend
-        y, weights = attend(q, k, v, self.dropout, self.training)
+        y, weights = attend(q, k, v, mask, self.dropout, self.training)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.proj(y)), weights
 
@@ -205,9 +235,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.d_model, eps=config.norm_eps, bias=config.bias)
         self.mlp = FeedForward(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, mask: torch.Tensor | None = None,
                 need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.attn(self.ln_1(x), cache, need_weights)
+        attended, weights = self.attn(self.ln_1(x), cache, mask, need_weights)
         x = x + attended
         x = x + self.mlp(self.ln_2(x))
         return x, weights
@@ -245,17 +275,23 @@ class GPT(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def _run(self, ids: torch.Tensor, cache: KVCache | None, need_weights: bool = False
-             ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _run(self, ids: torch.Tensor, cache: KVCache | None, padding_mask: torch.Tensor | None = None,
+             need_weights: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         B, T = ids.shape
         start = cache.length if cache is not None else 0
         if start + T > self.context_len:
             raise LmlabError(f"sequence of {start + T} tokens exceeds context_len {self.context_len}")
-        positions = torch.arange(start, start + T, device=ids.device)
+        mask = None
+        if cache is not None and (padding_mask is not None or cache.valid is not None):
+            if padding_mask is None:
+                padding_mask = torch.ones(B, T, dtype=torch.bool, device=ids.device)
+            positions, mask = padded_positions_and_mask(padding_mask.bool(), cache)  # (B, T), (B, 1, T, Tk)
+        else:
+            positions = torch.arange(start, start + T, device=ids.device)  # (T,)
         x = self.drop(self.tok_emb(ids) + self.pos_emb(positions))  # (B, T, C)
         maps = []
         for block in self.blocks:
-            x, weights = block(x, cache, need_weights)
+            x, weights = block(x, cache, mask, need_weights)
             if weights is not None:
                 maps.append(weights)
         if cache is not None:
@@ -277,11 +313,15 @@ class GPT(nn.Module):
         _, maps = self._run(ids, None, need_weights=True)
         return maps
 
-    def step(self, ids: torch.Tensor, state: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
-        """Incremental: feed new ids (B, T_new); return logits (B, V) of the last position and the cache."""
+    def step(self, ids: torch.Tensor, state: KVCache | None = None,
+             mask: torch.Tensor | None = None) -> tuple[torch.Tensor, KVCache]:
+        """Incremental: feed new ids (B, T_new); return logits (B, V) of the last position and the cache.
+
+        `mask` (B, T_new), 0 at padding, lets one batch hold left-padded prompts of unequal length.
+        """
         if state is None:
             state = KVCache(self.config, ids.size(0), self.tok_emb.weight.dtype, ids.device)
-        hidden, _ = self._run(ids, state)
+        hidden, _ = self._run(ids, state, mask)
         return self.lm_head(hidden[:, -1]), state  # (B, V)
 
     def reorder(self, state: KVCache, index: torch.Tensor) -> KVCache:
