@@ -16,7 +16,7 @@ import torch
 
 from lmlab.data import TokenStream, default_corpus_path, read_corpus, split_text, tokenize_to_file
 from lmlab.errors import LmlabError
-from lmlab.io.checkpoint import (TOKENIZER_FILE, TRAIN_STATE_FILE, read_run_config, write_run_config)
+from lmlab.io.checkpoint import TOKENIZER_FILE, read_run_config, write_run_config
 from lmlab.models import FAMILIES, PRESET_FAMILY, PRESETS, build_model
 from lmlab.tokenize import build_tokenizer
 from lmlab.tokenize import load as load_tokenizer
@@ -125,9 +125,7 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
 
 
 def _resume(run_dir: Path, train_overrides: dict[str, Any], progress: bool) -> RunResult:
-    config = read_run_config(run_dir)
-    if not (run_dir / TRAIN_STATE_FILE).exists():
-        raise LmlabError(f"{run_dir} has no checkpoint to resume from; start it again without --resume")
+    config = read_run_config(run_dir)  # a run killed before its first checkpoint starts over from step 0
     changes = {k: v for k, v in train_overrides.items() if v is not None}
     if set(changes) - {"max_steps"}:
         raise LmlabError(f"--resume continues with the run's own settings; only --max-steps may change "
@@ -137,6 +135,7 @@ def _resume(run_dir: Path, train_overrides: dict[str, Any], progress: bool) -> R
         config["train"] = train_config.to_dict()
         write_run_config(run_dir, {k: v for k, v in config.items() if k != "format_version"})
     tok = load_tokenizer(run_dir / TOKENIZER_FILE)
+    torch.manual_seed(train_config.seed)  # the same initial weights as a fresh run, if no checkpoint exists
     net = build_model(config["model"]["family"], config["model"]["config"])
     train_stream, val_stream = _token_caches(run_dir, config, tok)
     return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, resume=True,
