@@ -110,10 +110,12 @@ def test_chunks_concatenate_and_encode_like_the_whole(text: str, chunk_chars: in
     assert parts == whole
 
 
-def test_chunk_text_cuts_only_at_lone_newlines():
+def test_chunk_text_cuts_only_between_non_space_neighbours():
     assert list(chunk_text("ab\n\ncd\nef\ngh", 3)) == ["ab\n\ncd\n", "ef\ngh"]
     assert list(chunk_text("a\nb\nc", 1)) == ["a\n", "b\n", "c"]
-    assert list(chunk_text("no newline at all", 2)) == ["no newline at all"]
+    assert list(chunk_text("no newline at all", 2)) == ["no", " newline", " at", " all"]
+    assert list(chunk_text("a  b \n c", 1)) == ["a  b \n c"]  # every space or newline has a space beside it
+    assert list(chunk_text("wiki line . \n = head = \n", 6)) == ["wiki line", " . \n =", " head = \n"]
     assert list(chunk_text("", 4)) == []
 
 
@@ -122,6 +124,25 @@ def test_chunk_text_on_real_text_with_gpt2(tiny_text: str):
     assert len(chunks) > 10 and "".join(chunks) == tiny_text
     parts = np.concatenate([gpt2().encode_array(c) for c in chunks])
     assert parts.tolist() == gpt2().encode_array(tiny_text).tolist()
+
+
+@pytest.mark.parametrize("name", ["wikitext-2/valid.txt", "tinyshakespeare/input.txt"])
+def test_chunk_text_on_shared_corpora_with_gpt2(shared_data: Path, name: str):
+    if not (shared_data / name).is_file():
+        pytest.skip(f"{name} not in {shared_data}")
+    text = read_corpus(shared_data / name)[:300_000]
+    chunks = list(chunk_text(text, 20_000))
+    assert "".join(chunks) == text
+    # (WikiText ends every line with " \n": no lone newline between two non-spaces, so one chunk.)
+    parts = np.concatenate([gpt2().encode_array(c) for c in chunks])
+    assert np.array_equal(parts, gpt2().encode_array(text))
+
+
+def test_packaged_corpus_is_the_shared_tiny_shakespeare(shared_data: Path):
+    shared = shared_data / "tinyshakespeare" / "input.txt"
+    if not shared.is_file():
+        pytest.skip(f"{shared} is missing")
+    assert default_corpus_path().read_bytes() == shared.read_bytes()
 
 
 # --- token files ----------------------------------------------------------------------------------

@@ -39,10 +39,10 @@ def test_manual_attention_matches_sdpa(n_query, n_key):
     # (queries are the last positions: the bottom-right aligned causal mask).
     expected = F.scaled_dot_product_attention(q_all, k, v, is_causal=True)[:, :, -n_query:]
     q = q_all[:, :, -n_query:]
-    out, weights = manual_attention(q, k, v, dropout=0.0, training=False)
+    out, weights = manual_attention(q, k, v, None, dropout=0.0, training=False)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
     assert weights.shape == (2, 3, n_query, n_key)
-    fused, none = sdpa_attention(q, k, v, dropout=0.0, training=False)
+    fused, none = sdpa_attention(q, k, v, None, dropout=0.0, training=False)
     assert none is None
     torch.testing.assert_close(fused, expected, atol=1e-5, rtol=0)
 
@@ -110,6 +110,44 @@ def test_forward_loss_is_cross_entropy_of_logits():
         logits, loss = model(ids, targets)
     assert logits.shape == (2, 10, TINY["vocab_size"])
     torch.testing.assert_close(loss, F.cross_entropy(logits.reshape(-1, TINY["vocab_size"]), targets.reshape(-1)))
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "manual"])
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_left_padded_batch_matches_each_row_alone(positional, attention):
+    model = tiny_gpt(positional=positional, attention=attention)
+    prompts = [random_ids(1, 3, seed=5)[0], random_ids(1, 7, seed=6)[0], random_ids(1, 1, seed=7)[0]]
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.bool)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = prompt
+        mask[row, width - len(prompt):] = True
+    new_tokens = random_ids(len(prompts), 4, seed=8)
+    with torch.no_grad():
+        logits, state = model.step(ids, None, mask)
+        batched = [logits]
+        for t in range(new_tokens.size(1)):
+            logits, state = model.step(new_tokens[:, t : t + 1], state)
+            batched.append(logits)
+        for row, prompt in enumerate(prompts):
+            full, _ = model(torch.cat([prompt, new_tokens[row]])[None])  # the row alone, unpadded
+            for t, logits in enumerate(batched):
+                torch.testing.assert_close(logits[row], full[0, len(prompt) - 1 + t], atol=1e-5, rtol=0)
+
+
+def test_reorder_keeps_padding_with_its_row():
+    model = tiny_gpt()
+    ids = torch.tensor([[0, 0, 5, 6], [1, 2, 3, 4]])
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        _, state = model.step(ids, None, mask)
+        state = model.reorder(state, torch.tensor([1, 0, 0]))
+        logits, _ = model.step(torch.tensor([[9], [9], [8]]), state)
+        short, _ = model(torch.tensor([[5, 6, 9], [5, 6, 8]]))
+        long, _ = model(torch.tensor([[1, 2, 3, 4, 9]]))
+    torch.testing.assert_close(logits[0], long[0, -1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits[1:], short[:, -1], atol=1e-5, rtol=0)
 
 
 # --- attention maps, reorder, tying ---------------------------------------------------------------

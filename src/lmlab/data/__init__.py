@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import re
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -74,36 +75,28 @@ def split_text(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
 
 
 def chunk_text(text: str, chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
-    """Cut text into pieces at a lone newline between two non-space characters.
+    """Cut text into pieces at safe places: after a newline or before a space, each lying between
+    two non-space characters.
 
     Cutting there never changes how a tokenizer splits words or runs of whitespace, so encoding
     the pieces one by one gives the same ids as encoding the whole text.
 
     >>> list(chunk_text("ab\\n\\ncd\\nef\\ngh", 3))
     ['ab\\n\\ncd\\n', 'ef\\ngh']
+    >>> list(chunk_text("one two  three", 2))
+    ['one', ' two  three']
     """
     start = 0
     while start < len(text):
-        end = start + chunk_chars
-        if end >= len(text):
+        match = _SAFE_CUT.search(text, start + chunk_chars) if start + chunk_chars < len(text) else None
+        if match is None:
             yield text[start:]
             return
-        cut = _safe_cut(text, end)
-        if cut is None:
-            yield text[start:]
-            return
-        yield text[start:cut]
-        start = cut
+        yield text[start:match.end()]
+        start = match.end()
 
 
-def _safe_cut(text: str, position: int) -> int | None:
-    while True:
-        newline = text.find("\n", position)
-        if newline == -1 or newline + 1 >= len(text):
-            return None
-        if newline > 0 and not text[newline - 1].isspace() and not text[newline + 1].isspace():
-            return newline + 1
-        position = newline + 1
+_SAFE_CUT = re.compile(r"(?<=\S)\n(?=\S)|(?<=\S)(?= \S)")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

@@ -3,9 +3,12 @@
 Here: `GenerationConfig` (Hugging Face option names), the logits processors (temperature, top-k,
 top-p) and `build_processors`, the token loop `generate_ids` / `generate_tokens` (with
 log-probabilities), and the text layer `TextStream`, `generate_text` (streaming) and `generate`.
-Not here yet: beam search (it lands in generate/beam.py), penalties and the other processors,
-batched generation. Models and tokenizers are used through their interfaces only.
+Batched greedy/sampling over many prompts (`generate_batch`, `Completion`, `left_pad`) is in
+batch.py and beam search (`beam_search`) in beam.py; both return `Completion` lists per prompt.
+Models and tokenizers are used through their interfaces only.
 """
+from lmlab.generate.batch import Completion, generate_batch, left_pad
+from lmlab.generate.beam import beam_search
 from lmlab.generate.config import GenerationConfig
 from lmlab.generate.loop import GeneratedToken, generate_ids, generate_tokens
 from lmlab.generate.processors import (
@@ -18,6 +21,7 @@ from lmlab.generate.processors import (
 from lmlab.generate.stream import GenerationResult, TextStream, generate, generate_text
 
 __all__ = [
+    "Completion",
     "GenerationConfig",
     "GeneratedToken",
     "GenerationResult",
@@ -26,9 +30,12 @@ __all__ = [
     "TextStream",
     "TopKProcessor",
     "TopPProcessor",
+    "beam_search",
     "build_processors",
     "generate",
+    "generate_batch",
     "generate_ids",
     "generate_text",
     "generate_tokens",
+    "left_pad",
 ]

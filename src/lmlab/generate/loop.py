@@ -71,7 +71,7 @@ def _decode(
     if context_len is not None and context_len < 1:
         raise LmlabError(f"model.context_len must be >= 1 or None, got {context_len!r}")
     device = model_device(model)
-    processors = build_processors(config)
+    processors = build_processors(config, prompt_len=len(prompt_ids))
     eot_ids = frozenset(config.eot_ids)
     generator = None
     if not config.greedy:

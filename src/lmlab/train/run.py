@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,8 +62,7 @@ def _load_split(data: str | None, val_data: str | None, val_fraction: float) -> 
 
 def _token_caches(run_dir: Path, config: dict[str, Any], tokenizer: Any) -> tuple[TokenStream, TokenStream]:
     """Open the run's memmapped token files, (re)building them from the corpus when missing."""
-    cache = run_dir / CACHE_DIR
-    paths = {name: cache / f"{name}.bin" for name in ("train", "val")}
+    paths = {name: run_dir / CACHE_DIR / f"{name}.bin" for name in ("train", "val")}
     data = config["data"]
     if all(p.exists() and Path(str(p) + ".json").exists() for p in paths.values()):
         return TokenStream.open(paths["train"]), TokenStream.open(paths["val"])
@@ -72,8 +70,35 @@ def _token_caches(run_dir: Path, config: dict[str, Any], tokenizer: Any) -> tupl
     if _digest(train_text) != data["train_sha256"]:
         raise LmlabError(f"the training data at {data['path']} changed since this run started; "
                          f"restore it or start a new run")
-    return (tokenize_to_file(train_text, tokenizer.encode_array, tokenizer.vocab_size, paths["train"]),
-            tokenize_to_file(val_text, tokenizer.encode_array, tokenizer.vocab_size, paths["val"]))
+    return _write_token_caches(run_dir, tokenizer, train_text, val_text)
+
+
+def _write_token_caches(run_dir: Path, tokenizer: Any, train_text: str, val_text: str
+                        ) -> tuple[TokenStream, TokenStream]:
+    cache = run_dir / CACHE_DIR
+    return tuple(tokenize_to_file(text, tokenizer.encode_array, tokenizer.vocab_size, cache / f"{name}.bin")
+                 for name, text in (("train", train_text), ("val", val_text)))
+
+
+def _remove_token_caches(run_dir: Path) -> None:
+    """Delete only the files lmlab wrote, then the folders if that left them empty."""
+    for name in ("train.bin", "train.bin.json", "val.bin", "val.bin.json"):
+        (run_dir / CACHE_DIR / name).unlink(missing_ok=True)
+    for folder in (run_dir / CACHE_DIR, run_dir):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def check_lengths(train_stream: TokenStream, val_stream: TokenStream, context_len: int) -> None:
+    """Fail early, before a run directory is written, when there is too little text to train on."""
+    if len(train_stream) < context_len + 1:
+        raise LmlabError(f"only {len(train_stream)} tokens of training data, fewer than context_len + 1 = "
+                         f"{context_len + 1}; use more text or a smaller --context-len")
+    if len(val_stream) < 2:
+        raise LmlabError(f"the validation split has only {len(val_stream)} token(s); use more text, "
+                         f"or give --val-data")
 
 
 def validation_split(run_dir: Path, config: dict[str, Any], tokenizer: Any) -> tuple[TokenStream, int]:
@@ -107,6 +132,12 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
     torch.manual_seed(train_config.seed)
     net = build_model(model, options)  # validates the model options before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
+    train_stream, val_stream = _write_token_caches(run_dir, tok, train_text, val_text)
+    try:
+        check_lengths(train_stream, val_stream, net.context_len)
+    except LmlabError:
+        _remove_token_caches(run_dir)
+        raise
     tok.save(run_dir / TOKENIZER_FILE)
     config = {
         "model": {"family": model, "config": net.config.to_dict(), "parameters": net.num_parameters()},
@@ -116,11 +147,10 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
                  "val_path": None if val_data is None else str(Path(val_data).resolve()),
                  "val_fraction": val_fraction, "train_sha256": _digest(train_text),
                  "train_chars": len(train_text), "val_chars": len(val_text),
-                 "val_bytes": len(val_text.encode("utf-8"))},
+                 "val_bytes": len(val_text.encode("utf-8")),
+                 "train_tokens": len(train_stream), "val_tokens": len(val_stream)},
     }
-    shutil.rmtree(run_dir / CACHE_DIR, ignore_errors=True)
-    write_run_config(run_dir, config)
-    train_stream, val_stream = _token_caches(run_dir, config, tok)
+    write_run_config(run_dir, config)  # last: a directory with config.json is a complete run set-up
     return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, progress=progress))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,7 +215,8 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
         optimizer.zero_grad(set_to_none=True)
         window_steps += 1
         done = step + 1
-        if done % config.log_every == 0 or done == config.max_steps:
+        checkpoint_due = done % config.eval_every == 0 or done == config.max_steps
+        if done % config.log_every == 0 or checkpoint_due:  # a log window never spans a checkpoint
             now = time.perf_counter()
             last_loss = loss_sum.item() / (window_steps * config.grad_accum)
             tokens_per_s = window_steps * tokens_per_step / max(now - window_start, 1e-9)
@@ -225,14 +227,14 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
             loss_sum.zero_()
             window_start, window_steps = now, 0
         finished = done == config.max_steps
-        if val_data is not None and (done % config.eval_every == 0 or finished):
+        if val_data is not None and checkpoint_due:
             # periodic: a fixed sample of windows; at the end: the whole validation split
             val_loss = mean_loss(model, val_data, context_len, config.batch_size,
                                      max_batches=None if finished else config.eval_batches, bf16=bf16)
             metrics.log(step=done, val_loss=round(val_loss, 5))
             if progress:
-                bar.write(f"step {done}: train loss {last_loss:.4f}, val loss {val_loss:.4f}")
-        if done % config.eval_every == 0 or finished:
+                bar.write(f"step {done}: train loss {last_loss:.4f}, val loss {val_loss:.4f}", file=sys.stderr)
+        if checkpoint_due:
             checkpoint(done)
     bar.close()
     if val_data is not None and val_loss is None:  # resumed a finished run: report its final state

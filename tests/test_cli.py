@@ -1,0 +1,204 @@
+"""The `lmlab` command, run as a real subprocess: help, --json output, streaming, and bad input that
+must end in exit code 2 with one `error:` line and no traceback.
+
+Starting Python with torch costs seconds, so independent commands run two at a time, one trained
+run directory is shared by the module, and the subcommands' --help is checked in-process.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import pytest
+
+import lmlab
+from lmlab.cli import build_parser, main
+from lmlab.tokenize import GPT2Tokenizer
+
+TRAIN_ARGS = ["--n-layer", "1", "--n-head", "2", "--d-model", "32", "--context-len", "16", "--batch-size", "4",
+              "--max-steps", "20", "--eval-every", "10", "--warmup-steps", "2"]
+
+
+class Done(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def lmlab_many(commands: Sequence[Sequence[str]], cwd: Path | None = None, timeout: float = 300) -> list[Done]:
+    """Run several `python -m lmlab ...` commands, two at a time (the machine has two cores); results
+    come back in the same order."""
+
+    def run(args: Sequence[str]) -> Done:
+        done = subprocess.run([sys.executable, "-m", "lmlab", *args], capture_output=True, text=True, env=env(),
+                              cwd=cwd, timeout=timeout)
+        return Done(done.returncode, done.stdout, done.stderr)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(run, commands))
+
+
+def lmlab_cli(*args: str, cwd: Path | None = None) -> Done:
+    return lmlab_many([args], cwd=cwd)[0]
+
+
+def ok(done: Done) -> Done:
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return done
+
+
+def one_json_object(stdout: str) -> dict:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one JSON line, got {stdout!r}"
+    obj = json.loads(lines[0])
+    assert isinstance(obj, dict)
+    return obj
+
+
+# --- help -----------------------------------------------------------------------------------------
+
+
+def subcommands() -> list[str]:
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    return sorted(sub.choices)
+
+
+def test_lmlab_help_runs_as_a_module():
+    done = ok(lmlab_cli("--help"))
+    assert "usage: lmlab" in done.stdout
+    for name in subcommands():
+        assert name in done.stdout
+
+
+@pytest.mark.parametrize("name", subcommands())
+def test_every_subcommand_has_help(name: str, capsys: pytest.CaptureFixture):
+    # In-process: each help costs a torch import in a subprocess, and `python -m lmlab` is checked above.
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"usage: lmlab {name}") and captured.err == ""
+
+
+# --- a trained run --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_text: str) -> tuple[Path, Done]:
+    """`lmlab train --json` (progress on) on the tiny corpus: (run directory, the finished process)."""
+    root = tmp_path_factory.mktemp("cli")
+    (root / "corpus.txt").write_text(tiny_text, encoding="utf-8")
+    done = ok(lmlab_cli("train", "--data", "corpus.txt", "--out", "run", *TRAIN_ARGS, "--json", cwd=root))
+    return root / "run", done
+
+
+def test_train_json_stdout_is_one_json_object(trained):
+    _, done = trained
+    one_json_object(done.stdout)
+
+
+def test_train_json_prints_the_summary(trained):
+    run_dir, done = trained
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(summary) == {"train_loss", "val_loss", "steps", "tokens_per_s", "wall_s", "out"}
+    assert summary["steps"] == 20
+    assert math.isfinite(summary["train_loss"]) and math.isfinite(summary["val_loss"])
+    assert summary["tokens_per_s"] > 0 and summary["wall_s"] >= 0
+    assert (run_dir.parent / summary["out"]).resolve() == run_dir.resolve()
+    assert (run_dir / "model.safetensors").is_file()
+
+
+def test_generate_json_stream_and_eval(trained):
+    run_dir, _ = trained
+    greedy = ["--max-new-tokens", "5", "--greedy", "--prompt", "The "]
+    sampled = ["--max-new-tokens", "20", "--seed", "7", "--top-k", "5", "--prompt", "A"]
+    as_json, streamed, evaluated, seeded = lmlab_many([
+        ["generate", str(run_dir), "--json", *greedy],
+        ["generate", str(run_dir), *greedy],
+        ["eval", str(run_dir), "--json"],
+        ["generate", str(run_dir), "--json", *sampled],
+    ])
+    result = one_json_object(ok(as_json).stdout)
+    assert set(result) == {"text", "tokens"}
+    assert result["tokens"] == 5 and len(result["text"]) == 5  # char tokenizer: one character per token
+    # Streaming writes the prompt, then the same text, then a newline.
+    assert ok(streamed).stdout == "The " + result["text"] + "\n"
+
+    scores = one_json_object(ok(evaluated).stdout)
+    assert set(scores) == {"loss", "perplexity", "bits_per_byte", "tokens", "bytes"}
+    assert scores["perplexity"] == pytest.approx(math.exp(scores["loss"]), rel=1e-9)
+    assert scores["tokens"] > 0 and scores["bytes"] > 0
+    # ASCII text and a char tokenizer: every predicted token is one byte.
+    assert scores["bits_per_byte"] == pytest.approx(scores["loss"] / math.log(2), rel=1e-9)
+
+    # The command and the library agree, for greedy and for seeded sampling.
+    bundle = lmlab.load(str(run_dir))
+    assert bundle.generate("The ", max_new_tokens=5, do_sample=False).text == result["text"]
+    library = bundle.generate("A", max_new_tokens=20, seed=7, top_k=5)
+    assert one_json_object(ok(seeded).stdout) == {"text": library.text, "tokens": 20}
+
+
+def test_tokenize_json_matches_gpt2(tmp_path: Path):
+    text = "Hello world, it's 42 naïve cafés!\n  Tabs\tand  spaces\n\n"
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    out = one_json_object(ok(lmlab_cli("tokenize", str(tmp_path / "t.txt"), "--tokenizer", "gpt2", "--json")).stdout)
+    assert out["ids"] == GPT2Tokenizer().encode(text)
+    assert out["tokens"] == len(out["ids"]) and out["bytes"] == len(text.encode("utf-8"))
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+BAD_INPUT = {
+    "missing data file": (["train", "--data", "nope.txt", "--out", "r1"], "nope.txt"),
+    "empty corpus": (["train", "--data", "empty.txt", "--out", "r2"], "empty"),
+    "unknown preset": (["train", "--data", "corpus.txt", "--preset", "gpt-huge", "--out", "r3"], "gpt-huge"),
+    "top-p above 1": (["generate", "RUN", "--top-p", "1.5"], "top_p"),
+    "newer format version": (["eval", "NEWER", "--json"], "upgrade"),
+    "nonexistent run directory": (["generate", "no_such_run", "--max-new-tokens", "2"], "no_such_run"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_input_results(trained, tmp_path_factory: pytest.TempPathFactory, tiny_text: str) -> dict[str, Done]:
+    run_dir, _ = trained
+    root = tmp_path_factory.mktemp("bad")
+    (root / "empty.txt").write_text("", encoding="utf-8")
+    (root / "corpus.txt").write_text(tiny_text, encoding="utf-8")
+    newer = root / "newer"
+    shutil.copytree(run_dir, newer)
+    config = json.loads((newer / "config.json").read_text())
+    (newer / "config.json").write_text(json.dumps({**config, "format_version": 99}))
+    paths = {"RUN": str(run_dir), "NEWER": str(newer)}
+    commands = [[paths.get(arg, arg) for arg in args] for args, _ in BAD_INPUT.values()]
+    results = dict(zip(BAD_INPUT, lmlab_many(commands, cwd=root)))
+    results["(directories)"] = Done(0, "\n".join(sorted(p.name for p in root.iterdir())), "")
+    return results
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_exits_2_with_one_error_line(case: str, bad_input_results: dict[str, Done]):
+    done = bad_input_results[case]
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip("\n").splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert BAD_INPUT[case][1] in lines[0]
+    assert done.stdout == ""
+
+
+def test_failed_train_creates_no_run_directory(bad_input_results: dict[str, Done]):
+    created = bad_input_results["(directories)"].stdout.split("\n")
+    assert not {"r1", "r2", "r3"} & set(created)
