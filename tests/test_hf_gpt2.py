@@ -95,6 +95,16 @@ def test_old_style_names_buffers_and_explicit_lm_head(tmp_path):
     assert all(torch.equal(state_old[name], state_new[name]) for name in state_new)
 
 
+def test_sharded_checkpoint_reads_like_one_file(tmp_path):
+    reference = hf_gpt2()
+    reference.save_pretrained(tmp_path / "one")
+    reference.save_pretrained(tmp_path / "shards", max_shard_size="20KB")
+    assert (tmp_path / "shards" / "model.safetensors.index.json").exists()
+    _, one = read_hf_gpt2(tmp_path / "one")
+    _, shards = read_hf_gpt2(tmp_path / "shards")
+    assert one.keys() == shards.keys() and all(torch.equal(one[name], shards[name]) for name in one)
+
+
 def test_export_round_trip_through_transformers(tmp_path):
     torch.manual_seed(0)
     config = GPTConfig(vocab_size=VOCAB, context_len=48, n_layer=2, n_head=4, d_model=32,
@@ -142,6 +152,7 @@ def write_config(directory: Path, **config) -> Path:
     (lambda d: d.mkdir(), "no config.json"),
     (lambda d: write_config(d, scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx"),
     (lambda d: write_config(d, n_inner=100), "n_inner"),
+    (lambda d: write_config(d, tie_word_embeddings=False), "tie_word_embeddings"),
     (lambda d: write_config(d, activation_function="quick_gelu"), "quick_gelu"),
     (lambda d: write_config(d), "no model.safetensors"),
 ])

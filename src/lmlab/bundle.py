@@ -1,7 +1,7 @@
 """`lmlab.load` and the `Bundle` it returns: a model, its tokenizer and its config, ready to use.
 
-A bundle generates (`generate`, `stream`) and scores (`score`, `perplexity`) text. Today it reads
-lmlab run directories; Hugging Face directories, GGUF files and registered names plug in here.
+A bundle generates (`generate`, `stream`) and scores (`score`, `perplexity`) text. It reads lmlab
+run directories and Hugging Face GPT-2 directories; GGUF files and registered names plug in here.
 The network is in lmlab/models, decoding in lmlab/generate, files in lmlab/io.
 """
 from __future__ import annotations
@@ -10,15 +10,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import tokenizers
 import torch
 import torch.nn as nn
 
 from lmlab.errors import LmlabError
 from lmlab.evaluate import Perplexity, perplexity
-from lmlab.generate import GenerationConfig, GenerationResult, generate, generate_text
-from lmlab.io.checkpoint import TOKENIZER_FILE, load_model_weights, read_run_config
+from lmlab.generate import GenerationConfig, GenerationOutput, generate_sequences, generate_text
+from lmlab.generate.text import Prompts
+from lmlab.atomic import atomic_write_text
+from lmlab.io.checkpoint import MODEL_FILE, TOKENIZER_FILE, load_model_weights, load_tensors, read_run_config
+from lmlab.io.hf import is_hf_model_dir, read_hf_config, read_hf_gpt2, write_hf_gpt2
 from lmlab.models import build_model
-from lmlab.tokenize import Tokenizer
+from lmlab.tokenize import BPETokenizer, GPT2Tokenizer, Tokenizer
+from lmlab.tokenize.bpe import ByteLevelTokenizer
 from lmlab.tokenize import load as load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -42,8 +47,19 @@ class Bundle:
         """Validate generation options (same names as Hugging Face `generate`) before any work."""
         return GenerationConfig.from_dict(options)
 
-    def generate(self, prompt: str, **options: Any) -> GenerationResult:
-        return generate(self.model, self.tokenizer, prompt, self.generation_config(**options))
+    def generate(self, prompt: Prompts, *, stream: bool = False, **options: Any) -> GenerationOutput | Iterator[str]:
+        """Continue a string, a list of strings, or token ids with any decoding strategy.
+
+        Options have Hugging Face `generate` names (max_new_tokens, do_sample, temperature, top_k,
+        top_p, num_beams, ...) plus presence_penalty, frequency_penalty, stop, seed, logprobs,
+        top_logprobs. With `stream=True` (one string prompt) it returns an iterator of text pieces.
+        """
+        config = self.generation_config(**options)
+        if stream:
+            if not isinstance(prompt, str):
+                raise LmlabError("stream=True takes one string prompt")
+            return generate_text(self.model, self.tokenizer, prompt, config)
+        return generate_sequences(self.model, self.tokenizer, prompt, config)
 
     def stream(self, prompt: str, **options: Any) -> Iterator[str]:
         """Text pieces as they are generated; joined they equal `generate(...).text`."""
@@ -57,16 +73,73 @@ class Bundle:
         return Score(logprob=-result.loss * result.tokens, tokens=result.tokens, bytes=result.bytes)
 
 
+LMLAB_TOKENIZER_IN_HF_DIR = "lmlab_tokenizer.json"
+
+
 def load(path: str | Path, dtype: str = "float32") -> Bundle:
-    """Load a ready-to-use model bundle from an lmlab run directory."""
+    """Load a ready-to-use model bundle from an lmlab run directory or a Hugging Face GPT-2 directory."""
     if dtype not in DTYPES:
         raise LmlabError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     path = Path(path)
+    if is_hf_model_dir(path):
+        bundle = _load_hf(path)
+    else:
+        bundle = _load_run(path)
+    bundle.model.to(DTYPES[dtype]).eval()
+    return bundle
+
+
+def _load_run(path: Path) -> Bundle:
     config = read_run_config(path)
     try:
         model = build_model(config["model"]["family"], config["model"]["config"])
     except KeyError as e:
         raise LmlabError(f"{path}/config.json lacks {e}; the run directory is damaged") from None
     load_model_weights(path, model)
-    model.to(DTYPES[dtype]).eval()
     return Bundle(model=model, tokenizer=load_tokenizer(path / TOKENIZER_FILE), config=config, path=path)
+
+
+def _load_hf(path: Path) -> Bundle:
+    hf_config = read_hf_config(path)
+    if hf_config.get("model_type") != "gpt2":
+        raise LmlabError(f"{path} holds a {hf_config.get('model_type')!r} model; lmlab reads Hugging Face "
+                         f"GPT-2 directories here")
+    model_config, state = read_hf_gpt2(path)
+    model = build_model("gpt", model_config)
+    result = model.load_state_dict(state, strict=False)
+    if result.unexpected_keys or set(result.missing_keys) - {"lm_head.weight"}:
+        raise LmlabError(f"{path}: weights do not fit a GPT-2 of this config (missing {result.missing_keys[:3]})")
+    config = {"model": {"family": "gpt", "config": model_config}, "source": "huggingface"}
+    return Bundle(model=model, tokenizer=_hf_tokenizer(path, model_config["vocab_size"]), config=config, path=path)
+
+
+def _hf_tokenizer(path: Path, vocab_size: int) -> Tokenizer:
+    """The tokenizer beside Hugging Face weights: lmlab's own file, a byte-level tokenizer.json,
+    or, for a 50,257-token vocabulary with neither, the GPT-2 tokenizer that ships with lmlab."""
+    if (path / LMLAB_TOKENIZER_IN_HF_DIR).exists():
+        return load_tokenizer(path / LMLAB_TOKENIZER_IN_HF_DIR)
+    if (path / "tokenizer.json").exists():
+        return BPETokenizer(tokenizers.Tokenizer.from_file(str(path / "tokenizer.json")))
+    if vocab_size == GPT2Tokenizer().vocab_size:
+        return GPT2Tokenizer()
+    raise LmlabError(f"{path} has no tokenizer.json; add the tokenizer the model was trained with")
+
+
+def export_hf(run_dir: str | Path, out_dir: str | Path) -> list[str]:
+    """Write a GPT run as a Hugging Face GPT-2 directory; returns the file names written.
+
+    Byte-level tokenizers (bpe, gpt2) are written as a Hugging Face tokenizer.json; char and word
+    tokenizers, which transformers cannot express, as lmlab_tokenizer.json.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    config = read_run_config(run_dir)
+    if config["model"]["family"] != "gpt":
+        raise LmlabError(f"only GPT runs export to Hugging Face format; {run_dir} is a {config['model']['family']} run")
+    tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
+    tensors, _ = load_tensors(run_dir / MODEL_FILE)
+    write_hf_gpt2(config["model"]["config"], tensors, out_dir, generation_eos=tokenizer.eot_id)
+    if isinstance(tokenizer, ByteLevelTokenizer):
+        atomic_write_text(out_dir / "tokenizer.json", tokenizer.hf_tokenizer.to_str())
+        return ["config.json", "model.safetensors", "tokenizer.json"]
+    tokenizer.save(out_dir / LMLAB_TOKENIZER_IN_HF_DIR)
+    return ["config.json", "model.safetensors", LMLAB_TOKENIZER_IN_HF_DIR]

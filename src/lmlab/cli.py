@@ -101,42 +101,120 @@ def run_train(args: argparse.Namespace) -> None:
 
 # --- generate ----------------------------------------------------------------------------------
 
+def _early_stopping(text: str) -> bool | str:
+    choices = {"true": True, "false": False, "never": "never"}
+    if text.lower() not in choices:
+        raise argparse.ArgumentTypeError(f"must be true, false or never, got {text}")
+    return choices[text.lower()]
+
+
 def add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate text from a trained model",
-                       description="Continue a prompt with a trained model, streaming tokens as they arrive.")
-    p.add_argument("run", help="run directory (from lmlab train)")
-    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+                       description="Continue a prompt with a model (an lmlab run or a Hugging Face GPT-2 "
+                                   "directory), streaming tokens as they arrive. Option names follow "
+                                   "Hugging Face generate.")
+    p.add_argument("run", help="run directory (from lmlab train) or Hugging Face model directory")
+    p.add_argument("--prompt", action="append", help="text to continue (repeat for a batch; default: a newline)")
     p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default 200)")
+    p.add_argument("--min-new-tokens", type=int, default=0, help="forbid end-of-text before this many tokens")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--do-sample", action="store_true", help="sample inside beam search (sampling is the default otherwise)")
     p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy (default 1.0)")
     p.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
     p.add_argument("--top-p", type=float, help="sample from the smallest set with this total probability")
-    p.add_argument("--seed", type=int, help="random seed: same seed, same text")
-    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--min-p", type=float, help="drop tokens below min-p times the top probability")
+    p.add_argument("--typical-p", type=float, help="locally typical sampling mass")
+    p.add_argument("--repetition-penalty", type=float, help="penalise tokens already present (HF; 1 = off)")
+    p.add_argument("--presence-penalty", type=float, default=0.0, help="OpenAI presence penalty (-2..2)")
+    p.add_argument("--frequency-penalty", type=float, default=0.0, help="OpenAI frequency penalty (-2..2)")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size")
+    p.add_argument("--num-beams", type=int, default=1, help="beam search width (1 = no beam search)")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="beam score = logprob / length**this")
+    p.add_argument("--early-stopping", type=_early_stopping, default=False, help="true | false | never (beam search)")
+    p.add_argument("--num-return-sequences", type=int, default=1, help="sequences per prompt")
     p.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
+    p.add_argument("--seed", type=int, help="random seed: same seed, same text")
+    p.add_argument("--show-probs", type=int, default=0, metavar="N",
+                   help="after generating, list each token's N most likely candidates (after the processors)")
     p.add_argument("--dtype", default="float32", help="float32 | bfloat16")
-    p.add_argument("--json", action="store_true", help='print {"text", "tokens"} instead of streaming')
+    p.add_argument("--json", action="store_true", help='print {"sequences": [{"text", "tokens", "logprob"}...]}')
     p.set_defaults(handler=run_generate)
+
+
+def generation_options(args: argparse.Namespace) -> dict[str, Any]:
+    beams = args.num_beams
+    return dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+                do_sample=not args.greedy and (beams <= 1 or args.do_sample), temperature=args.temperature,
+                top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, typical_p=args.typical_p,
+                repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
+                frequency_penalty=args.frequency_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
+                num_beams=beams, length_penalty=args.length_penalty, early_stopping=args.early_stopping,
+                num_return_sequences=args.num_return_sequences, stop=tuple(args.stop), seed=args.seed,
+                logprobs=args.show_probs > 0, top_logprobs=args.show_probs)
 
 
 def run_generate(args: argparse.Namespace) -> None:
     from lmlab.bundle import load
-
-    options = dict(max_new_tokens=args.max_new_tokens, do_sample=not args.greedy, temperature=args.temperature,
-                   top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=tuple(args.stop))
     from lmlab.generate import GenerationConfig
 
+    options = generation_options(args)
     GenerationConfig.from_dict(options)  # bad options fail before the model loads
+    prompts = args.prompt or ["\n"]
     bundle = load(args.run, dtype=args.dtype)
-    if args.json:
-        result = bundle.generate(args.prompt, **options)
-        _print_json({"text": result.text, "tokens": len(result.token_ids)})
-        return
-    sys.stdout.write(args.prompt)
-    sys.stdout.flush()
-    for piece in bundle.stream(args.prompt, **options):
-        sys.stdout.write(piece)
+    one_stream = len(prompts) == 1 and options["num_beams"] == 1 and options["num_return_sequences"] == 1
+    if one_stream and not args.json and not args.show_probs:
+        sys.stdout.write(prompts[0])
         sys.stdout.flush()
-    sys.stdout.write("\n")
+        for piece in bundle.generate(prompts[0], stream=True, **options):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return
+    output = bundle.generate(prompts, **options)
+    if args.json:
+        sequences = [{"prompt_index": s.prompt_index, "text": s.text, "tokens": len(s.token_ids),
+                      "token_ids": s.token_ids, "logprob": s.logprob, "finish_reason": s.finish_reason}
+                     for s in output.sequences]
+        _print_json({"sequences": sequences, "text": output.text, "tokens": len(output.sequences[0].token_ids)})
+        return
+    for sequence in output.sequences:
+        print(f"--- prompt {sequence.prompt_index + 1}, logprob {sequence.logprob:.3f}")
+        print(prompts[sequence.prompt_index] + sequence.text)
+        if args.show_probs:
+            print(probability_table(bundle.tokenizer, sequence))
+
+
+def probability_table(tokenizer: Any, sequence: Any) -> str:
+    """Each chosen token with its probability and the most likely candidates at that step."""
+    import math
+
+    lines = [f"{'token':>14}  {'prob':>6}   candidates (probability after the processors)"]
+    for token_id, logprob, top in zip(sequence.token_ids, sequence.token_logprobs, sequence.top_logprobs or []):
+        candidates = "  ".join(f"{tokenizer.decode([i])!r} {math.exp(v):.3f}" for i, v in top)
+        lines.append(f"{tokenizer.decode([token_id])!r:>14}  {math.exp(logprob):6.3f}   {candidates}")
+    return "\n".join(lines)
+
+
+# --- export ------------------------------------------------------------------------------------
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a trained GPT as a Hugging Face model directory",
+                       description="Export a GPT run to a directory that transformers (and so vLLM / TGI) load.")
+    p.add_argument("run", help="run directory (from lmlab train --model gpt)")
+    p.add_argument("--format", default="hf", choices=["hf"], help="hf: config.json + model.safetensors + tokenizer")
+    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--json", action="store_true", help='print {"out", "files"}')
+    p.set_defaults(handler=run_export)
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from lmlab.bundle import export_hf
+
+    files = export_hf(args.run, args.out)
+    if args.json:
+        _print_json({"out": args.out, "files": files})
+    else:
+        print(f"wrote {', '.join(files)} to {args.out}")
 
 
 # --- eval --------------------------------------------------------------------------------------
@@ -202,7 +280,8 @@ def run_tokenize(args: argparse.Namespace) -> None:
 
 # --- main --------------------------------------------------------------------------------------
 
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_train, add_generate, add_eval, add_tokenize)
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    add_train, add_generate, add_eval, add_tokenize, add_export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,8 @@
 Here: `GenerationConfig` (Hugging Face option names), the logits processors (temperature, top-k,
 top-p) and `build_processors`, the token loop `generate_ids` / `generate_tokens` (with
 log-probabilities), and the text layer `TextStream`, `generate_text` (streaming) and `generate`.
-Batched greedy/sampling over many prompts (`generate_batch`, `Completion`, `left_pad`) is in
+`generate_sequences` (text.py) is the one text-level entry point for every strategy and any
+number of prompts. Batched greedy/sampling over many prompts (`generate_batch`, `Completion`, `left_pad`) is in
 batch.py and beam search (`beam_search`) in beam.py; both return `Completion` lists per prompt.
 Models and tokenizers are used through their interfaces only.
 """
@@ -19,12 +20,15 @@ from lmlab.generate.processors import (
     build_processors,
 )
 from lmlab.generate.stream import GenerationResult, TextStream, generate, generate_text
+from lmlab.generate.text import GeneratedSequence, GenerationOutput, generate_sequences
 
 __all__ = [
     "Completion",
     "GenerationConfig",
     "GeneratedToken",
+    "GenerationOutput",
     "GenerationResult",
+    "GeneratedSequence",
     "LogitsProcessor",
     "TemperatureProcessor",
     "TextStream",
@@ -35,6 +39,7 @@ __all__ = [
     "generate",
     "generate_batch",
     "generate_ids",
+    "generate_sequences",
     "generate_text",
     "generate_tokens",
     "left_pad",

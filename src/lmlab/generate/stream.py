@@ -17,7 +17,15 @@ from lmlab.generate.loop import generate_ids
 
 # Prompt tokens kept as decoding context, so tokenizers that decode a lone token differently
 # (a dropped leading space, a word joiner) still give the right first delta.
-_CONTEXT_TOKENS = 4
+CONTEXT_TOKENS = 4
+
+
+def with_tokenizer_eot(config: GenerationConfig, tokenizer: Any) -> GenerationConfig:
+    """`config` with the tokenizer's end-of-text id among the ids that end a sequence."""
+    eot_id = tokenizer.eot_id
+    if eot_id is not None and eot_id not in config.eot_ids:
+        return config.replace(eot_ids=(*config.eot_ids, eot_id))
+    return config
 
 
 def held_back_length(text: str, stops: Sequence[str]) -> int:
@@ -135,13 +143,12 @@ def _generate(
         raise LmlabError(f"prompt must be a string, got {type(prompt).__name__}")
     prompt_ids = list(tokenizer.encode(prompt))
     eot_id = tokenizer.eot_id
-    if eot_id is not None and eot_id not in config.eot_ids:
-        config = config.replace(eot_ids=(*config.eot_ids, eot_id))
+    config = with_tokenizer_eot(config, tokenizer)
     if not prompt_ids:
         if eot_id is None:
             raise LmlabError("the prompt is empty and this tokenizer has no end-of-text token to start from: give a prompt")
         prompt_ids = [eot_id]  # start a fresh document, as GPT-2 does
-    stream = TextStream(tokenizer.decode_bytes, config.stop, context_ids=prompt_ids[-_CONTEXT_TOKENS:])
+    stream = TextStream(tokenizer.decode_bytes, config.stop, context_ids=prompt_ids[-CONTEXT_TOKENS:])
     token_ids: list[int] = []
     outcome.update(token_ids=token_ids, finish_reason="length")
     for token_id in generate_ids(model, prompt_ids, config):
