@@ -132,7 +132,9 @@ def test_generate_json_stream_and_eval(trained):
         ["generate", str(run_dir), "--json", *sampled],
     ])
     result = one_json_object(ok(as_json).stdout)
-    assert set(result) == {"text", "tokens"}
+    assert set(result) == {"sequences", "text", "tokens"}
+    assert [s["text"] for s in result["sequences"]] == [result["text"]]
+    assert result["sequences"][0]["tokens"] == 5 and len(result["sequences"][0]["token_ids"]) == 5
     assert result["tokens"] == 5 and len(result["text"]) == 5  # char tokenizer: one character per token
     # Streaming writes the prompt, then the same text, then a newline.
     assert ok(streamed).stdout == "The " + result["text"] + "\n"
@@ -148,7 +150,12 @@ def test_generate_json_stream_and_eval(trained):
     bundle = lmlab.load(str(run_dir))
     assert bundle.generate("The ", max_new_tokens=5, do_sample=False).text == result["text"]
     library = bundle.generate("A", max_new_tokens=20, seed=7, top_k=5)
-    assert one_json_object(ok(seeded).stdout) == {"text": library.text, "tokens": 20}
+    from_cli = one_json_object(ok(seeded).stdout)
+    assert (from_cli["text"], from_cli["tokens"]) == (library.text, 20)
+    assert from_cli["sequences"][0]["token_ids"] == library.sequences[0].token_ids
+    assert from_cli["sequences"][0]["logprob"] == pytest.approx(library.sequences[0].logprob)
+    # Streaming and the non-streamed result agree for seeded sampling too.
+    assert "".join(bundle.generate("A", max_new_tokens=20, seed=7, top_k=5, stream=True)) == library.text
 
 
 def test_tokenize_json_matches_gpt2(tmp_path: Path):
