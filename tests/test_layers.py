@@ -17,7 +17,7 @@ LAYERS = [
     ["models"],
     ["generate"],
     ["train", "evaluate", "embed", "viz"],
-    ["bundle", "cli", "serve", "__init__", "__main__"],
+    ["bundle", "compare", "cli", "serve", "__init__", "__main__"],
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 
