@@ -278,10 +278,76 @@ def run_tokenize(args: argparse.Namespace) -> None:
     print(f"{len(ids):,} tokens, {n_bytes:,} bytes ({n_bytes / max(len(ids), 1):.2f} bytes/token)", file=sys.stderr)
 
 
+# --- score / compare ---------------------------------------------------------------------------
+
+def add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="log-probability of sentences, token by token",
+                       description="Score each sentence given the sentence start: every token and the "
+                                   "end-of-sentence token are predicted; prints log-probabilities (natural log).")
+    p.add_argument("run", help="run directory or Hugging Face model directory")
+    p.add_argument("sentences", nargs="*", help="sentences to score")
+    p.add_argument("--file", help="score every non-empty line of this file")
+    p.add_argument("--json", action="store_true", help='print {"sentences": [{"text", "logprob", "tokens"}]}')
+    p.set_defaults(handler=run_score)
+
+
+def run_score(args: argparse.Namespace) -> None:
+    import math
+
+    from lmlab.bundle import load
+    from lmlab.data import read_corpus
+    from lmlab.evaluate.score import score_sentence
+
+    sentences = list(args.sentences)
+    if args.file:
+        sentences += [line for line in read_corpus(args.file).splitlines() if line.strip()]
+    if not sentences:
+        raise LmlabError("give sentences to score, or --file FILE")
+    bundle = load(args.run)
+    scores = [score_sentence(bundle.model, bundle.tokenizer, text) for text in sentences]
+    if args.json:
+        _print_json({"sentences": [{"text": s.text, "logprob": s.logprob, "tokens": len(s.tokens),
+                                    "token_logprobs": s.tokens} for s in scores]})
+        return
+    for s in scores:
+        print(f"{s.logprob:10.3f}  (perplexity {s.perplexity:.2f})  {s.text}")
+        print("            " + "  ".join(f"{token!r} {lp:.2f}" for token, lp in s.tokens))
+    if len(scores) >= 2:
+        ratio = math.exp(scores[0].logprob - scores[1].logprob)
+        print(f"P(first) / P(second) = {ratio:.4g}")
+
+
+def add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="evaluate several runs on the same text, in one table",
+                       description="Score every run on --data and print family, parameters, training time, "
+                                   "perplexity per token, bits per byte (the fair scale across tokenizers) and "
+                                   "tokens/s; also writes PREFIX.md, PREFIX.json and a PREFIX.png bar chart.")
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--data", required=True, help="text file or folder to score on")
+    p.add_argument("--out", default="comparison", help="file prefix for .md/.json/.png (default: comparison)")
+    p.add_argument("--json", action="store_true", help="print the rows as one JSON object")
+    p.set_defaults(handler=run_compare)
+
+
+def run_compare(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from lmlab.compare import compare_runs, markdown_table, write_comparison
+    from lmlab.data import read_corpus
+
+    rows = compare_runs(args.runs, read_corpus(args.data))
+    paths = write_comparison(rows, args.out)
+    if args.json:
+        _print_json({"rows": [asdict(r) for r in rows], "files": [str(p) for p in paths]})
+    else:
+        print(markdown_table(rows), end="")
+        print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+
+
 # --- main --------------------------------------------------------------------------------------
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    add_train, add_generate, add_eval, add_tokenize, add_export)
+    add_train, add_generate, add_eval, add_score, add_compare, add_tokenize, add_export)
 
 
 def build_parser() -> argparse.ArgumentParser:

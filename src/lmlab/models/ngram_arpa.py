@@ -8,7 +8,8 @@ An interpolated model (kn, mkn, witten-bell) is written the standard way (as lmp
 each stored n-gram carries its interpolated probability and each context its interpolation
 weight as back-off, so a back-off reader computes exactly the model's probabilities. mle and
 add-k cannot be written: their unseen words do not follow the shorter context. <s> is a context
-only and gets log10 P = -99. The model's <eos> is written as </s>.
+only and gets log10 P = -99. The model's <eos> is written as </s> (a model without eos_id gets a
+</s> of log10 P = -99, since readers such as KenLM refuse files without one).
 
 Reading gives the model and its vocabulary: <unk> (id 0), <eos> for </s> (id 1), then the other
 words in file order, so `WordTokenizer(vocab, eos_per_line=True)` fits it. The model keeps the
@@ -55,7 +56,8 @@ def write_arpa(model: NGramLM, path: str | os.PathLike, vocab: Sequence[str]) ->
         raise LmlabError(f"the vocabulary has {len(vocab)} words but the model has vocab_size {model.vocab_size}; "
                          "pass the tokenizer the model was trained with")
     names = list(vocab) + ["<s>"]
-    if model.config.eos_id is not None:
+    no_eos = model.config.eos_id is None
+    if not no_eos:
         names[model.config.eos_id] = "</s>"
     clash = [w for i, w in enumerate(vocab) if (w in ("<s>", "</s>") and i != model.config.eos_id) or not w
              or any(c.isspace() for c in w)]
@@ -67,7 +69,8 @@ def write_arpa(model: NGramLM, path: str | os.PathLike, vocab: Sequence[str]) ->
 
     def write(tmp: str) -> None:
         with _open(tmp, "w", compressed=str(path).endswith(".gz")) as f:
-            f.write("\\data\\\n" + "".join(f"ngram {m}={len(w)}\n" for m, w in enumerate(words, 1)))
+            sizes = [len(w) + (m == 1 and no_eos) for m, w in enumerate(words, 1)]
+            f.write("\\data\\\n" + "".join(f"ngram {m}={n}\n" for m, n in enumerate(sizes, 1)))
             for m, w in enumerate(words, 1):
                 text = names[w[:, 0]]
                 for j in range(1, m):
@@ -80,6 +83,8 @@ def write_arpa(model: NGramLM, path: str | os.PathLike, vocab: Sequence[str]) ->
                     columns.append([""] * len(w))
                 f.write(f"\n\\{m}-grams:\n")
                 f.writelines(f"{p}\t{t}{b}\n" for p, t, b in zip(*columns))
+                if m == 1 and no_eos:
+                    f.write(f"{ZERO}\t</s>\n")  # readers expect </s>; this model never ends a sentence
             f.write("\n\\end\\\n")
 
     atomic_write(path, write)
