@@ -29,7 +29,7 @@ VOCAB = 68
 def zipf_sentences(n_sentences: int = 1500, n_words: int = 40, seed: int = 0) -> list[list[int]]:
     """Sentences of ids 2..n_words+1 (0 = <unk>, 1 = <eos> never inside), Zipf-distributed, with some
     repeated phrases so that higher orders have counts above 1, and RARE words seen 1 to 4 times so
-    that unigram count-of-counts are nonzero too."""
+    that unigrams get real modified Kneser-Ney discounts too (not the fallback)."""
     rng = np.random.default_rng(seed)
     weights = 1.0 / np.arange(1, n_words + 1)
     phrases = [list(rng.choice(n_words, size=3, p=weights / weights.sum()) + 2) for _ in range(8)]

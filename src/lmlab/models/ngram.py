@@ -83,11 +83,10 @@ class NGramLM(nn.Module):
         self.bos_id = config.vocab_size
         uniform = np.full(self.width, -math.log(config.vocab_size))
         uniform[self.bos_id] = -np.inf
-        empty = np.empty(0)
-        self.load_tables(BackoffTables(
-            keys=[np.arange(self.width)] + [np.empty(0, np.int64)] * (self.order - 1),
-            log_prob=[uniform] + [empty] * (self.order - 1),
-            log_backoff=[np.zeros(self.width)] + [empty] * (self.order - 2) if self.order > 1 else []))
+        higher = self.order - 1
+        self.load_tables(BackoffTables(keys=[np.arange(self.width)] + [np.empty(0, np.int64)] * higher,
+                                       log_prob=[uniform] + [np.empty(0)] * higher,
+                                       log_backoff=[np.zeros(self.width)] + [np.empty(0)] * max(higher - 1, 0)))
 
     # --- tables ---------------------------------------------------------------------------------
 
@@ -96,6 +95,10 @@ class NGramLM(nn.Module):
         if len(tables.log_prob) != self.order or len(tables.log_prob[0]) != self.width:
             raise LmlabError(f"tables of order {len(tables.log_prob)} do not fit a model of order {self.order} "
                              f"with vocab_size {self.vocab_size}")
+        for m in range(2, self.order + 1):
+            sizes = {len(tables.keys[m - 1]), len(tables.log_prob[m - 1])}
+            if len(sizes | ({len(tables.log_backoff[m - 1])} if m < self.order else set())) != 1:
+                raise LmlabError(f"the order-{m} tables disagree in length; they are damaged")
         for m in range(1, self.order + 1):
             if m > 1:
                 self.register_buffer(f"keys_{m}", torch.from_numpy(np.ascontiguousarray(tables.keys[m - 1], np.int64)))
@@ -126,6 +129,10 @@ class NGramLM(nn.Module):
                     f" of {self.width} entries" if name.endswith("_1") else "") + f", got {value.dtype} {tuple(value.shape)}")
                 continue
             self._buffers[name] = value.detach().clone()
+        for m in range(2, self.order + 1):
+            names = [f"keys_{m}", f"log_prob_{m}"] + ([f"log_backoff_{m}"] if m < self.order else [])
+            if len({len(self._buffers[name]) for name in names}) != 1:
+                error_msgs.append(f"{prefix}{', '.join(names)} differ in length; the saved tables are damaged")
         if strict:
             unexpected_keys.extend(k for k in state_dict if k.startswith(prefix) and k[len(prefix):] not in self._buffers)
 

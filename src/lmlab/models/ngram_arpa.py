@@ -41,10 +41,10 @@ def _open(path: str | os.PathLike, mode: str, compressed: bool) -> IO[str]:
     return open(path, mode, encoding="utf-8")
 
 
-def _number(values: np.ndarray) -> list[str]:
-    """Natural logs as log10 text; -inf as -99."""
+def _log10_text(values: np.ndarray) -> np.ndarray:
+    """Natural logs as log10 text (an object array of str); -inf as -99."""
     log10 = np.where(np.isfinite(values), values / LOG10, ZERO)
-    return [f"{v:.7g}" for v in log10.tolist()]
+    return np.array([f"{v:.7g}" for v in log10.tolist()], dtype=object)
 
 
 def write_arpa(model: NGramLM, path: str | os.PathLike, vocab: Sequence[str]) -> None:
@@ -55,69 +55,82 @@ def write_arpa(model: NGramLM, path: str | os.PathLike, vocab: Sequence[str]) ->
     if len(vocab) != model.vocab_size:
         raise LmlabError(f"the vocabulary has {len(vocab)} words but the model has vocab_size {model.vocab_size}; "
                          "pass the tokenizer the model was trained with")
-    names = list(vocab) + ["<s>"]
-    no_eos = model.config.eos_id is None
-    if not no_eos:
-        names[model.config.eos_id] = "</s>"
-    clash = [w for i, w in enumerate(vocab) if (w in ("<s>", "</s>") and i != model.config.eos_id) or not w
+    eos_id = model.config.eos_id
+    clash = [w for i, w in enumerate(vocab) if (w in ("<s>", "</s>") and i != eos_id) or not w
              or any(c.isspace() for c in w)]
     if clash:
         raise LmlabError(f"ARPA words cannot be empty, hold spaces, or be <s>/</s> (other than <eos>): {clash[:5]}")
-    names = np.array(names, dtype=object)
-    tables = model.tables()
-    words = [model.ngrams(m) for m in range(1, model.order + 1)]
+    names = np.array([*vocab, "<s>"], dtype=object)
+    if eos_id is not None:
+        names[eos_id] = "</s>"
+    tables, width = model.tables(), model.width
 
     def write(tmp: str) -> None:
         with _open(tmp, "w", compressed=str(path).endswith(".gz")) as f:
-            sizes = [len(w) + (m == 1 and no_eos) for m, w in enumerate(words, 1)]
+            sizes = [len(keys) for keys in tables.keys]
+            sizes[0] += eos_id is None
             f.write("\\data\\\n" + "".join(f"ngram {m}={n}\n" for m, n in enumerate(sizes, 1)))
-            for m, w in enumerate(words, 1):
-                text = names[w[:, 0]]
-                for j in range(1, m):
-                    text = text + " " + names[w[:, j]]
-                columns = [_number(tables.log_prob[m - 1]), text.tolist()]
+            text = names
+            for m in range(1, model.order + 1):
+                keys = tables.keys[m - 1]
+                if m > 1:  # an n-gram's text is its context's text, a space, and its last word
+                    text = text[keys // width] + (" " + names)[keys % width]
+                lines = _log10_text(tables.log_prob[m - 1]) + "\t" + text
                 if m < model.order:
-                    backoff = tables.log_backoff[m - 1]
-                    columns.append(["\t" + b if nonzero else "" for b, nonzero in zip(_number(backoff), backoff != 0)])
-                else:
-                    columns.append([""] * len(w))
+                    has = tables.log_backoff[m - 1] != 0
+                    lines[has] = lines[has] + "\t" + _log10_text(tables.log_backoff[m - 1][has])
+                if m == 1 and eos_id is None:  # readers expect </s>; this model never ends a sentence
+                    lines = np.append(lines, f"{ZERO}\t</s>")
                 f.write(f"\n\\{m}-grams:\n")
-                f.writelines(f"{p}\t{t}{b}\n" for p, t, b in zip(*columns))
-                if m == 1 and no_eos:
-                    f.write(f"{ZERO}\t</s>\n")  # readers expect </s>; this model never ends a sentence
+                f.write("\n".join(lines.tolist()))
+                f.write("\n")
             f.write("\n\\end\\\n")
 
     atomic_write(path, write)
 
 
-def _sections(f: IO[str]) -> tuple[list[int], list[list[list[str]]]]:
-    """The header counts and the split lines of every n-gram section."""
-    counts: list[int] = []
-    sections: list[list[list[str]]] = []
-    current: list[list[str]] | None = None
-    seen_data = False
-    for number, raw in enumerate(f, 1):
-        line = raw.strip()
-        if not line:
-            continue
-        if line == "\\data\\":
-            seen_data = True
-        elif line == "\\end\\":
-            break
-        elif line.startswith("ngram ") and current is None:
-            counts.append(int(line.split("=", 1)[1]))
-        elif line.startswith("\\") and line.endswith("-grams:"):
-            if line != f"\\{len(sections) + 1}-grams:":
-                raise LmlabError(f"ARPA line {number}: expected \\{len(sections) + 1}-grams:, got {line}")
-            current = []
-            sections.append(current)
-        elif current is not None:
-            current.append(line.split())
-        elif seen_data:
-            raise LmlabError(f"ARPA line {number}: unexpected {line[:60]!r}")
-    if not seen_data or not sections:
-        raise LmlabError("not an ARPA file: no \\data\\ header or no \\1-grams: section")
-    return counts, sections
+def _tokens_per_line(block: str) -> np.ndarray:
+    """Tokens on each non-empty line, counted on the bytes (spaces, tabs and CR separate tokens).
+
+    >>> _tokens_per_line("-1.5\\ta b\\t-0.2\\n\\n-2\\tc d\\n").tolist()
+    [4, 3]
+    """
+    data = np.frombuffer(block.encode("utf-8"), np.uint8)
+    newline = data == 10
+    space = newline | (data == 32) | (data == 9) | (data == 13)
+    starts = np.flatnonzero(~space & np.concatenate([[True], space[:-1]]))  # the first byte of every token
+    before = np.searchsorted(starts, np.flatnonzero(newline))  # tokens before each line end
+    per_line = np.diff(np.concatenate([[0], before, [len(starts)]]))
+    return per_line[per_line > 0]
+
+
+def _sections(text: str, path: str | os.PathLike) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Split an ARPA file's text into, per order, (tokens as an object array, tokens per line)."""
+    lines = text.split("\n", 200)  # the header is short; the sections are found by position
+    if "\\data\\" not in (line.strip() for line in lines[:200]):
+        raise LmlabError(f"{path} is not an ARPA file (no \\data\\ header)")
+    counts = [int(line.split("=", 1)[1]) for line in lines[:200]
+              if line.strip().startswith("ngram ") and "=" in line]
+    end = text.find("\\end\\")
+    sections = []
+    for m, expected in enumerate(counts, 1):
+        start = text.find(f"\\{m}-grams:")
+        if start < 0:
+            raise LmlabError(f"{path}: the header announces {m}-grams but there is no \\{m}-grams: section")
+        start = text.index("\n", start) + 1
+        stop = text.find(f"\\{m + 1}-grams:", start) if m < len(counts) else end
+        block = text[start: stop if stop >= 0 else len(text)]
+        tokens = block.split()
+        per_line = _tokens_per_line(block)
+        if per_line.sum() != len(tokens):  # whitespace other than space, tab and CR: count line by line
+            per_line = np.fromiter((len(line.split()) for line in block.split("\n") if line.strip()), np.int64)
+        if len(per_line) != expected or ((per_line != m + 1) & (per_line != m + 2)).any():
+            raise LmlabError(f"{path}: the {m}-grams section does not match its header ({len(per_line)} lines for "
+                             f"ngram {m}={expected}, each 'log10P w1..w{m} [backoff]')")
+        sections.append((np.array(tokens, dtype=object), per_line))
+    if not sections:
+        raise LmlabError(f"{path} is not an ARPA file (no ngram counts in its header)")
+    return sections
 
 
 def read_arpa(path: str | os.PathLike) -> tuple[NGramLM, list[str]]:
@@ -126,17 +139,14 @@ def read_arpa(path: str | os.PathLike) -> tuple[NGramLM, list[str]]:
         raise LmlabError(f"ARPA file {path} does not exist")
     try:
         with _open(path, "r", compressed=str(path).endswith(".gz")) as f:
-            counts, sections = _sections(f)
+            sections = _sections(f.read(), path)
     except (UnicodeDecodeError, OSError, ValueError) as e:
         if isinstance(e, LmlabError):
             raise
         raise LmlabError(f"{path} is not a readable ARPA file ({e})") from None
     order = len(sections)
-    for m, (expected, section) in enumerate(zip(counts, sections), 1):
-        if expected != len(section) or any(len(parts) not in (m + 1, m + 2) for parts in section):
-            raise LmlabError(f"{path}: the {m}-grams section does not match its header ({len(section)} lines for "
-                             f"ngram {m}={expected}, each 'log10P w1..w{m} [backoff]')")
-    unigrams = [parts[1] for parts in sections[0]]
+    tokens, per_line = sections[0]
+    unigrams = tokens[np.cumsum(per_line) - per_line + 1].tolist()
     if "<eos>" in unigrams:
         raise LmlabError(f"{path} has the word <eos>, which lmlab uses for </s>; rename it")
     vocab = ["<unk>", "<eos>"] + [w for w in dict.fromkeys(unigrams) if w not in ("<unk>", "</s>", "<s>")]
@@ -146,34 +156,37 @@ def read_arpa(path: str | os.PathLike) -> tuple[NGramLM, list[str]]:
     log_prob = np.full(width, MISSING * LOG10)
     log_prob[-1] = -np.inf
     tables = BackoffTables([np.arange(width)], [log_prob], [np.zeros(width)])
-    for m, section in enumerate(sections, 1):
+    for m, (tokens, per_line) in enumerate(sections, 1):
+        first = np.cumsum(per_line) - per_line  # each line's first token: its log10 probability
+        prob = tokens[first].astype(np.float64) * LOG10
+        backoff = np.zeros(len(first))
+        has = per_line == m + 2
+        backoff[has] = tokens[first[has] + m + 1].astype(np.float64) * LOG10
         try:
-            words = np.array([[index[w] for w in parts[1 : m + 1]] for parts in section], np.int64).reshape(-1, m)
+            words = np.fromiter(map(index.__getitem__, tokens[(first[:, None] + np.arange(1, m + 1)).reshape(-1)]),
+                                np.int64, count=len(first) * m).reshape(-1, m)
         except KeyError as e:
-            raise LmlabError(f"{path}: the {m}-gram section uses {e.args[0]!r}, which is not a 1-gram") from None
-        prob = np.array([float(parts[0]) for parts in section]) * LOG10
-        backoff = np.array([float(parts[m + 1]) if len(parts) == m + 2 else 0.0 for parts in section]) * LOG10
+            raise LmlabError(f"{path}: the {m}-grams section uses {e.args[0]!r}, which is not a 1-gram") from None
         if m == 1:
-            keys = words[:, 0]
-            prob = np.where(keys == width - 1, -np.inf, prob)
-            tables.log_prob[0][keys], tables.log_backoff[0][keys] = prob, backoff
-        else:
-            row = words[:, 0]
-            for j in range(2, m):
-                row = np.where(row >= 0, lookup(tables.keys[j - 1], row * width + words[:, j - 1]), -1)
-            if (row < 0).any():
-                missing = words[np.argmax(row < 0), :-1]
-                raise LmlabError(f"{path}: a {m}-gram's context {' '.join(vocab[i] if i < len(vocab) else '<s>' for i in missing)!r} "
-                                 f"is not among the {m - 1}-grams; lmlab reads complete files (as lmplz and SRILM write them)")
-            keys = row * width + words[:, -1]
-            order_of = np.argsort(keys, kind="stable")
-            keys = keys[order_of]
-            if (np.diff(keys) == 0).any():
-                raise LmlabError(f"{path}: the {m}-grams section lists an n-gram twice")
-            tables.keys.append(keys)
-            tables.log_prob.append(prob[order_of])
-            if m < order:
-                tables.log_backoff.append(backoff[order_of])
+            tables.log_prob[0][words[:, 0]] = np.where(words[:, 0] == width - 1, -np.inf, prob)
+            tables.log_backoff[0][words[:, 0]] = backoff
+            continue
+        row = words[:, 0]
+        for j in range(2, m):
+            row = np.where(row >= 0, lookup(tables.keys[j - 1], row * width + words[:, j - 1]), -1)
+        if (row < 0).any():
+            missing = " ".join(vocab[i] if i < len(vocab) else "<s>" for i in words[np.argmax(row < 0), :-1])
+            raise LmlabError(f"{path}: a {m}-gram's context {missing!r} is not among the {m - 1}-grams; lmlab reads "
+                             "complete files (as lmplz and SRILM write them)")
+        keys = row * width + words[:, -1]
+        order_of = np.argsort(keys, kind="stable")
+        keys = keys[order_of]
+        if (np.diff(keys) == 0).any():
+            raise LmlabError(f"{path}: the {m}-grams section lists an n-gram twice")
+        tables.keys.append(keys)
+        tables.log_prob.append(prob[order_of])
+        if m < order:
+            tables.log_backoff.append(backoff[order_of])
     model = NGramLM(NGramConfig(vocab_size=len(vocab), order=order, smoothing=FROM_ARPA, eos_id=1))
     model.load_tables(tables)
     return model, vocab

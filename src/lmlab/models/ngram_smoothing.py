@@ -41,7 +41,7 @@ def sentence_stream(ids: np.ndarray, eos_id: int | None, bos_id: int) -> tuple[n
     is_eos = (flat == eos_id).astype(np.int64) if eos_id is not None else np.zeros(len(flat), np.int64)
     eos_before = np.cumsum(is_eos) - is_eos  # <eos> tokens strictly before each token
     index = np.arange(B * T)
-    pos = index + index // T + 1 + eos_before  # every earlier <s> shifts a token right by one
+    pos = index + index // max(T, 1) + 1 + eos_before  # every earlier <s> shifts a token right by one
     stream = np.full(B * T + B + int(is_eos.sum()), bos_id, dtype=np.int64)
     stream[pos] = flat
     return stream, pos.reshape(B, T)
