@@ -22,11 +22,13 @@ from lmlab.atomic import atomic_write_text
 from lmlab.io.checkpoint import MODEL_FILE, TOKENIZER_FILE, load_model_weights, load_tensors, read_run_config
 from lmlab.io.hf import is_hf_model_dir, read_hf_config, read_hf_gpt2, write_hf_gpt2
 from lmlab.models import build_model
+from lmlab.models.quantize import quantize_int8
 from lmlab.tokenize import BPETokenizer, GPT2Tokenizer, Tokenizer
 from lmlab.tokenize.bpe import ByteLevelTokenizer
 from lmlab.tokenize import load as load_tokenizer
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.float32}
+QUANTIZERS = {"int8": quantize_int8}  # applied after the cast: int8 Linear weights, float32 activations
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ def load(path: str | Path, dtype: str = "float32") -> Bundle:
     else:
         bundle = _load_run(path)
     bundle.model.to(DTYPES[dtype]).eval()
+    if dtype in QUANTIZERS:
+        QUANTIZERS[dtype](bundle.model)
     return bundle
 
 

@@ -42,7 +42,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-data", help="validation text (default: the last 10%% of --data)")
     p.add_argument("--tokenizer", default="char",
                    help=f"{' | '.join(TOKENIZERS)} | PATH.json of a saved tokenizer (default: char)")
-    p.add_argument("--vocab-size", type=_positive_int, help="vocabulary size for --tokenizer bpe / word")
+    p.add_argument("--vocab-size", type=_positive_int,
+                   help="vocabulary size for --tokenizer bpe / word (word: the most frequent words, "
+                        "<unk> for the rest)")
     p.add_argument("--out", required=True, help="run directory to create (or continue, with --resume)")
     p.add_argument("--preset", help=f"model size preset: {', '.join(PRESETS)}")
     for flag, kind, text in (
@@ -50,8 +52,16 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         ("--d-model", _positive_int, "embedding width"), ("--context-len", _positive_int, "context length in tokens"),
         ("--dropout", float, "dropout probability"),
         ("--positional", str, "positional encoding: learned | sinusoidal"),
+        ("--d-embed", _positive_int, "nplm / rnn / lstm / gru: word embedding width"),
+        ("--hidden", _positive_int, "nplm / rnn / lstm / gru: hidden units (per layer)"),
+        ("--layers", _positive_int, "rnn / lstm / gru: stacked recurrent layers"),
+        ("--order", _positive_int, "nplm: n, the model sees the n-1 previous tokens"),
     ):
         p.add_argument(flag, type=kind, help=text)
+    p.add_argument("--tie-embeddings", action="store_const", const=True,
+                   help="rnn / lstm / gru: the softmax layer reuses the embeddings (needs --d-embed = --hidden)")
+    p.add_argument("--direct", action="store_const", const=True,
+                   help="nplm: direct connections from the embeddings to the output")
     for flag, kind, text in (
         ("--batch-size", _positive_int, "sequences per step (default 12)"),
         ("--grad-accum", _positive_int, "micro-batches per optimizer step (default 1)"),
@@ -61,6 +71,14 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         ("--weight-decay", float, "AdamW weight decay (default 0.1)"),
         ("--grad-clip", float, "gradient norm clip, 0 = off (default 1.0)"),
         ("--max-steps", int, "optimizer steps (default 2000)"),
+        ("--epochs", _positive_int, "passes over the training data, instead of --max-steps"),
+        ("--optimizer", str, "adamw | sgd (plain: no momentum, no weight decay) (default adamw)"),
+        ("--schedule", str, "learning rate: cosine (warmup, then decay to --min-lr) | step (constant, "
+                            "then x --lr-decay per epoch) (default cosine)"),
+        ("--lr-decay", float, "--schedule step: multiply the lr by this every epoch ... (default 0.5)"),
+        ("--lr-decay-start", int, "... after this many epochs at --lr (default 4)"),
+        ("--bptt", _positive_int, "nplm / rnn / lstm / gru: tokens per batch row; the state carries "
+                                  "over to the next batch (default 35)"),
         ("--eval-every", _positive_int, "validate and checkpoint every N steps (default 250)"),
         ("--seed", int, "random seed (default 1337)"),
         ("--precision", str, "auto | fp32 | bf16 (autocast); auto picks bf16 only where it is faster"),
@@ -75,15 +93,18 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> None:
     from lmlab.train import train
 
-    model_keys = ("n_layer", "n_head", "d_model", "context_len", "dropout", "positional")
+    model_keys = ("n_layer", "n_head", "d_model", "context_len", "dropout", "positional", "d_embed", "hidden",
+                  "layers", "order", "tie_embeddings", "direct")
     train_keys = ("batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
-                  "max_steps", "eval_every", "seed", "precision")
-    tokenizer_options = {"vocab_size": args.vocab_size} if args.vocab_size else {}
+                  "max_steps", "epochs", "optimizer", "schedule", "lr_decay", "lr_decay_start", "bptt",
+                  "eval_every", "seed", "precision")
+    vocab_option = "max_vocab" if args.tokenizer == "word" else "vocab_size"
+    tokenizer_options = {vocab_option: args.vocab_size} if args.vocab_size else {}
     if args.resume:
         given = [k for k in model_keys if getattr(args, k) is not None]
         if given or args.data or args.preset:
             raise LmlabError("--resume continues a run with its own data and model settings; "
-                             "drop --data/--preset/model flags (only --max-steps may change)")
+                             "drop --data/--preset/model flags (only --max-steps or --epochs may change)")
     result = train(args.data, out=args.out, model=args.model, tokenizer=args.tokenizer, preset=args.preset,
                    val_data=args.val_data, model_overrides={k: getattr(args, k) for k in model_keys},
                    train_overrides={k: getattr(args, k) for k in train_keys},
@@ -136,7 +157,8 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="random seed: same seed, same text")
     p.add_argument("--show-probs", type=int, default=0, metavar="N",
                    help="after generating, list each token's N most likely candidates (after the processors)")
-    p.add_argument("--dtype", default="float32", help="float32 | bfloat16")
+    p.add_argument("--dtype", default="float32",
+                   help="float32 | bfloat16 | int8 (int8 weights, float32 activations: fastest on CPU, approximate)")
     p.add_argument("--json", action="store_true", help='print {"sequences": [{"text", "tokens", "logprob"}...]}')
     p.set_defaults(handler=run_generate)
 
@@ -224,7 +246,9 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
                        description="Evaluate a run on --data, or on its own validation split by default.")
     p.add_argument("run", help="run directory (from lmlab train)")
     p.add_argument("--data", help="text file or folder to evaluate on (default: the run's validation split)")
-    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--batch-size", type=_positive_int,
+                   help="windows per batch (default 16); nplm / rnn / lstm / gru read the text in order, "
+                        "carrying their state, as this many rows (default 1: each token sees all text before it)")
     p.add_argument("--json", action="store_true", help='print {"loss", "perplexity", "bits_per_byte", "tokens", "bytes"}')
     p.set_defaults(handler=run_eval)
 

@@ -5,6 +5,8 @@
 - `tokenize_to_file` encodes text chunk by chunk into a flat token file, so a large corpus never
   becomes one Python object per token; `TokenStream` memory-maps that file.
 - `TokenStream.random_windows` draws training batches; `TokenStream.windows` walks it in order.
+- `TokenStream.sequential_batches` cuts it into contiguous rows walked a few tokens at a time, for
+  models that carry a state from one batch to the next (truncated BPTT, recurrent evaluation).
 
 Tokenizers live in lmlab/tokenize: this layer only takes an `encode_array` function.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import math
 import re
 from pathlib import Path
 from typing import Callable, Iterator
@@ -166,3 +169,57 @@ class TokenStream:
             s = starts[-1]
             window = torch.from_numpy(np.asarray(self.tokens[s:], dtype=np.int64))[None]
             yield window[:, :-1], window[:, 1:]
+
+    def _row_targets(self, batch_size: int) -> int:
+        if len(self) < 2:
+            raise LmlabError(f"only {len(self)} token(s): there is nothing to predict; use more text")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise LmlabError(f"batch_size must be a positive integer, got {batch_size!r}")
+        return math.ceil((len(self) - 1) / batch_size)
+
+    def num_sequential_batches(self, batch_size: int, bptt: int) -> int:
+        """How many batches one pass of `sequential_batches` has (an epoch).
+
+        >>> TokenStream.from_ids(range(11)).num_sequential_batches(2, 3)
+        2
+        """
+        if not isinstance(bptt, int) or bptt < 1:
+            raise LmlabError(f"bptt must be a positive integer, got {bptt!r}")
+        return math.ceil(self._row_targets(batch_size) / bptt)
+
+    def sequential_batch(self, index: int, batch_size: int, bptt: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch `index` of `sequential_batches` (random access, so a run can resume mid-epoch).
+
+        The stream is cut into `batch_size` contiguous rows of L = ceil((len - 1) / batch_size)
+        targets each: row r reads tokens r*L .. r*L + L - 1 and predicts the token after each, so
+        every token after the first is a target exactly once. Batch i is columns i*bptt .. i*bptt +
+        bptt - 1 of every row (the last batch may be shorter). Past the end of the stream, inputs
+        are 0 and targets -1 (ignored by the loss).
+
+        >>> x, y = TokenStream.from_ids(range(10)).sequential_batch(1, batch_size=2, bptt=3)
+        >>> x.tolist(), y.tolist()
+        ([[3, 4], [8, 9]], [[4, 5], [9, -1]])
+        """
+        row_targets = self._row_targets(batch_size)
+        n_batches = self.num_sequential_batches(batch_size, bptt)
+        if not 0 <= index < n_batches:
+            raise LmlabError(f"batch index {index} is out of range: an epoch has {n_batches} batches")
+        start = index * bptt
+        width = min(bptt, row_targets - start)
+        offsets = np.arange(batch_size)[:, None] * row_targets + start + np.arange(width + 1)  # (B, T + 1)
+        inside = offsets < len(self)
+        window = np.where(inside, self.tokens[np.minimum(offsets, len(self) - 1)].astype(np.int64), -1)
+        window = torch.from_numpy(window)
+        return window[:, :-1].clamp(min=0), window[:, 1:]
+
+    def sequential_batches(self, batch_size: int, bptt: int, start: int = 0
+                           ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One pass over the stream as `batch_size` contiguous rows, `bptt` tokens at a time: inputs
+        (B, T) and targets (B, T), where each batch continues the one before it row by row, so a
+        model can carry its state across them. Begins at batch `start`. See `sequential_batch`.
+
+        >>> [y.tolist() for _, y in TokenStream.from_ids(range(7)).sequential_batches(2, 2)]
+        [[[1, 2], [4, 5]], [[3], [6]]]
+        """
+        for index in range(start, self.num_sequential_batches(batch_size, bptt)):
+            yield self.sequential_batch(index, batch_size, bptt)

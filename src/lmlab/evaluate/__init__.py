@@ -1,5 +1,9 @@
 """Scoring text: mean loss, perplexity and bits per byte over non-overlapping context windows.
 
+Recurrent models (`model.recurrent`: nplm, rnn, lstm, gru) are scored in order instead, carrying
+their state from one window to the next, so each token is predicted from everything before it:
+with one row, the standard way PTB perplexities are computed.
+
 Bits per byte (total negative log2-likelihood / UTF-8 bytes) is the scale on which models with
 different tokenizers compare fairly. BLEU, zero-shot tasks and `compare` arrive with later issues.
 """
@@ -28,14 +32,44 @@ class Perplexity:
         return asdict(self)
 
 
+SEQUENTIAL_CHUNK = 256  # tokens per forward call when a recurrent model is scored in order
+
+
 @torch.no_grad()
-def total_nll(model: nn.Module, stream: TokenStream, context_len: int, batch_size: int = 16,
+def sequential_nll(model: nn.Module, stream: TokenStream, rows: int = 1, chunk: int = SEQUENTIAL_CHUNK,
+                   max_batches: int | None = None, bf16: bool = False) -> tuple[float, int]:
+    """Summed NLL (nats) and tokens predicted by a recurrent model reading `stream` in order.
+
+    The stream is cut into `rows` contiguous rows (`TokenStream.sequential_batches`) read `chunk`
+    tokens at a time, the state carried from chunk to chunk: each token after the first is
+    predicted once, from everything before it in its row. The chunk length changes only speed.
+    """
+    was_training = model.training
+    model.eval()
+    total, count, state = 0.0, 0, None
+    for i, (x, y) in enumerate(stream.sequential_batches(rows, chunk)):
+        if max_batches is not None and i >= max_batches:
+            break
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            _, loss, state = model.forward_with_state(x, y, state)
+        n = int((y >= 0).sum())
+        total += loss.item() * n
+        count += n
+    model.train(was_training)
+    return total, count
+
+
+@torch.no_grad()
+def total_nll(model: nn.Module, stream: TokenStream, context_len: int | None, batch_size: int = 16,
               max_batches: int | None = None, bf16: bool = False) -> tuple[float, int]:
     """Summed next-token negative log-likelihood (nats) and the number of tokens predicted.
 
     Windows do not overlap: each token after the first is predicted once, from the tokens before
-    it in its window.
+    it in its window. A recurrent model is read in order instead (`sequential_nll`, with
+    `batch_size` rows and `context_len` tokens per chunk).
     """
+    if getattr(model, "recurrent", False):
+        return sequential_nll(model, stream, batch_size, context_len or SEQUENTIAL_CHUNK, max_batches, bf16)
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -50,7 +84,7 @@ def total_nll(model: nn.Module, stream: TokenStream, context_len: int, batch_siz
     return total, count
 
 
-def mean_loss(model: nn.Module, stream: TokenStream, context_len: int, batch_size: int = 16,
+def mean_loss(model: nn.Module, stream: TokenStream, context_len: int | None, batch_size: int = 16,
               max_batches: int | None = None, bf16: bool = False) -> float:
     total, count = total_nll(model, stream, context_len, batch_size, max_batches, bf16)
     return total / max(count, 1)
@@ -68,8 +102,14 @@ def summarize(nll: float, tokens: int, n_bytes: int) -> Perplexity:
 
 
 def perplexity(model: nn.Module, tokenizer: Any, text: str | None = None, *, stream: TokenStream | None = None,
-               text_bytes: int | None = None, batch_size: int = 16) -> Perplexity:
-    """Evaluate `model` on `text` (or on an already tokenized `stream` whose text had `text_bytes`)."""
+               text_bytes: int | None = None, batch_size: int | None = None) -> Perplexity:
+    """Evaluate `model` on `text` (or on an already tokenized `stream` whose text had `text_bytes`).
+
+    `batch_size` is windows per batch (default 16), or for a recurrent model the number of rows the
+    text is cut into (default 1: every token predicted from the whole text before it).
+    """
+    if batch_size is None:
+        batch_size = 1 if getattr(model, "recurrent", False) else 16
     if stream is None:
         stream = TokenStream(tokenizer.encode_array(text))
         text_bytes = len(text.encode("utf-8"))

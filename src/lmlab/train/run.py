@@ -19,7 +19,7 @@ from lmlab.io.checkpoint import TOKENIZER_FILE, read_run_config, write_run_confi
 from lmlab.models import FAMILIES, PRESET_FAMILY, PRESETS, build_model
 from lmlab.tokenize import build_tokenizer
 from lmlab.tokenize import load as load_tokenizer
-from lmlab.train.trainer import FitResult, TrainConfig, fit
+from lmlab.train.trainer import FitResult, TrainConfig, fit, steps_for_epochs
 
 CACHE_DIR = "cache"
 DEFAULT_MODEL = dict(n_layer=4, n_head=4, d_model=128, context_len=64)
@@ -91,9 +91,15 @@ def _remove_token_caches(run_dir: Path) -> None:
             return
 
 
-def check_lengths(train_stream: TokenStream, val_stream: TokenStream, context_len: int) -> None:
-    """Fail early, before a run directory is written, when there is too little text to train on."""
-    if len(train_stream) < context_len + 1:
+def check_lengths(train_stream: TokenStream, val_stream: TokenStream, context_len: int | None) -> None:
+    """Fail early, before a run directory is written, when there is too little text to train on.
+
+    `context_len` is the length of a training window; None for a model read in order (recurrent),
+    which needs only a token and the one after it."""
+    if context_len is None:
+        if len(train_stream) < 2:
+            raise LmlabError(f"only {len(train_stream)} token(s) of training data: nothing to predict; use more text")
+    elif len(train_stream) < context_len + 1:
         raise LmlabError(f"only {len(train_stream)} tokens of training data, fewer than context_len + 1 = "
                          f"{context_len + 1}; use more text or a smaller --context-len")
     if len(val_stream) < 2:
@@ -115,7 +121,11 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
     """Train a model on `data` (a file or folder; default: Tiny Shakespeare) into run directory `out`.
 
     With `resume=True`, continue the run in `out` from its last checkpoint with its saved settings
-    (only `max_steps` may be raised); the losses match an uninterrupted run exactly on CPU.
+    (only `max_steps` or `epochs` may be raised); the losses match an uninterrupted run exactly on CPU.
+    `train_overrides` may give `epochs` instead of `max_steps`: the run then takes as many steps as
+    that many passes over the training data need. With the word tokenizer, every line end is an
+    `<eos>` token the model predicts (`eos_per_line`, the PTB / WikiText convention) unless
+    `tokenizer_options` says otherwise.
     """
     run_dir = Path(out)
     if resume:
@@ -124,20 +134,30 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
         raise LmlabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     if model not in FAMILIES:
         raise LmlabError(f"unknown model family {model!r}; choose one of: {', '.join(FAMILIES)}")
-    train_config = TrainConfig.from_dict({k: v for k, v in (train_overrides or {}).items() if v is not None})
+    train_given = {k: v for k, v in (train_overrides or {}).items() if v is not None}
+    if "epochs" in train_given and "max_steps" in train_given:
+        raise LmlabError("give --epochs or --max-steps, not both")
+    train_config = TrainConfig.from_dict(train_given)
     options = model_options(model, preset, model_overrides or {})
     train_text, val_text = _load_split(data, val_data, val_fraction)
-    tok = build_tokenizer(tokenizer, train_text, **(tokenizer_options or {}))
+    tokenizer_options = dict(tokenizer_options or {})
+    if tokenizer == "word":
+        tokenizer_options.setdefault("eos_per_line", True)
+    tok = build_tokenizer(tokenizer, train_text, **tokenizer_options)
     options["vocab_size"] = tok.vocab_size
     torch.manual_seed(train_config.seed)
     net = build_model(model, options)  # validates the model options before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     train_stream, val_stream = _write_token_caches(run_dir, tok, train_text, val_text)
+    recurrent = getattr(net, "recurrent", False)
     try:
-        check_lengths(train_stream, val_stream, net.context_len)
+        check_lengths(train_stream, val_stream, None if recurrent else net.context_len or train_config.bptt)
     except LmlabError:
         _remove_token_caches(run_dir)
         raise
+    if train_config.epochs is not None:
+        train_config = dataclasses.replace(
+            train_config, max_steps=steps_for_epochs(net, train_stream, train_config, train_config.epochs))
     tok.save(run_dir / TOKENIZER_FILE)
     config = {
         "model": {"family": model, "config": net.config.to_dict(), "parameters": net.num_parameters()},
@@ -157,17 +177,24 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
 def _resume(run_dir: Path, train_overrides: dict[str, Any], progress: bool) -> RunResult:
     config = read_run_config(run_dir)  # a run killed before its first checkpoint starts over from step 0
     changes = {k: v for k, v in train_overrides.items() if v is not None}
-    if set(changes) - {"max_steps"}:
-        raise LmlabError(f"--resume continues with the run's own settings; only --max-steps may change "
-                         f"(got {', '.join(sorted(set(changes) - {'max_steps'}))})")
+    if set(changes) - {"max_steps", "epochs"}:
+        raise LmlabError(f"--resume continues with the run's own settings; only --max-steps or --epochs may change "
+                         f"(got {', '.join(sorted(set(changes) - {'max_steps', 'epochs'}))})")
+    if len(changes) > 1:
+        raise LmlabError("give --epochs or --max-steps, not both")
+    if "max_steps" in changes:
+        changes["epochs"] = None  # the step count now comes from --max-steps
     train_config = dataclasses.replace(TrainConfig.from_dict(config["train"]), **changes)
-    if changes:
-        config["train"] = train_config.to_dict()
-        write_run_config(run_dir, {k: v for k, v in config.items() if k != "format_version"})
     tok = load_tokenizer(run_dir / TOKENIZER_FILE)
     torch.manual_seed(train_config.seed)  # the same initial weights as a fresh run, if no checkpoint exists
     net = build_model(config["model"]["family"], config["model"]["config"])
     train_stream, val_stream = _token_caches(run_dir, config, tok)
+    if "epochs" in changes and changes["epochs"] is not None:
+        train_config = dataclasses.replace(
+            train_config, max_steps=steps_for_epochs(net, train_stream, train_config, train_config.epochs))
+    if changes:
+        config["train"] = train_config.to_dict()
+        write_run_config(run_dir, {k: v for k, v in config.items() if k != "format_version"})
     return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, resume=True,
                                      progress=progress))
 

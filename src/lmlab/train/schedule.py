@@ -1,4 +1,4 @@
-"""Learning-rate schedules as pure functions of the step (so resuming needs no scheduler state)."""
+"""Learning-rate schedules as pure functions of the step or epoch (so resuming needs no scheduler state)."""
 from __future__ import annotations
 
 import math
@@ -16,3 +16,13 @@ def warmup_cosine(step: int, *, lr: float, min_lr: float, warmup_steps: int, dec
         return min_lr
     progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+
+
+def step_decay(epoch: int, *, lr: float, decay: float, decay_start: int) -> float:
+    """`lr` for the first `decay_start` epochs, then multiplied by `decay` every epoch (Zaremba et
+    al. 2014: lr 1 for 4 epochs, then halved each epoch). Epochs count from 0.
+
+    >>> [step_decay(e, lr=1.0, decay=0.5, decay_start=2) for e in range(5)]
+    [1.0, 1.0, 0.5, 0.25, 0.125]
+    """
+    return lr * decay ** max(0, epoch - decay_start + 1)

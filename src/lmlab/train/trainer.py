@@ -1,8 +1,14 @@
 """The training loop: one function, `fit`, for every model family.
 
-AdamW with decay / no-decay groups, warmup + cosine learning rate, gradient clipping and
-accumulation, optional bf16 autocast, periodic validation, a progress bar, metrics.jsonl and
-loss.png, and atomic checkpoints that resume exactly (same losses as an uninterrupted run on CPU).
+AdamW with decay / no-decay groups (or plain SGD), warmup + cosine learning rate (or Zaremba's
+per-epoch step decay), gradient clipping and accumulation, optional bf16 autocast, periodic
+validation, a progress bar, metrics.jsonl and loss.png, and atomic checkpoints that resume exactly
+(same losses as an uninterrupted run on CPU).
+
+Batches: random windows of `context_len` tokens; recurrent models (`model.recurrent`) instead walk
+the training stream as `batch_size` contiguous rows, `bptt` tokens at a time, carrying their state
+(detached: truncated backpropagation through time) from one batch to the next and starting each
+epoch from the zero state. The carried state is part of the checkpoint.
 Setting up a run (corpus, tokenizer, run directory) lives in train/run.py.
 """
 from __future__ import annotations
@@ -27,10 +33,12 @@ from lmlab.evaluate import mean_loss
 from lmlab.io.checkpoint import (METRICS_FILE, TRAIN_STATE_FILE, load_tensors, save_model_weights,
                                  save_tensors)
 from lmlab.models.config import config_from_dict
-from lmlab.train.schedule import warmup_cosine
+from lmlab.train.schedule import step_decay, warmup_cosine
 from lmlab.viz.loss import plot_loss
 
 PRECISIONS = ("auto", "fp32", "bf16")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "step")
 
 
 @dataclass(frozen=True)
@@ -50,12 +58,28 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 1337
     precision: str = "auto"
+    optimizer: str = "adamw"  # "adamw", or "sgd": plain SGD, no momentum and no weight decay
+    schedule: str = "cosine"  # "cosine": warmup, then cosine to min_lr; "step": see lr_decay
+    lr_decay: float = 0.5  # schedule "step": lr is multiplied by this every epoch after ...
+    lr_decay_start: int = 4  # ... the first lr_decay_start epochs
+    epochs: int | None = None  # passes over the training data, instead of max_steps (train/run.py converts)
+    bptt: int = 35  # tokens per batch row for models without a context_len (recurrent: the unroll length)
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every", "bptt"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (0 if name == "max_steps" else 1):
                 raise LmlabError(f"{name} must be a positive integer, got {value!r}")
+        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
+            raise LmlabError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise LmlabError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise LmlabError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 < self.lr_decay <= 1:
+            raise LmlabError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if not isinstance(self.lr_decay_start, int) or self.lr_decay_start < 0:
+            raise LmlabError(f"lr_decay_start must be a whole number of epochs >= 0, got {self.lr_decay_start!r}")
         if not self.lr > 0:
             raise LmlabError(f"lr must be positive, got {self.lr}")
         if self.warmup_steps < 0:
@@ -70,7 +94,11 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def lr_at(self, step: int) -> float:
+    def lr_at(self, step: int, epoch: int = 0) -> float:
+        """The learning rate of optimizer step `step`, which lies in epoch `epoch` (both from 0)."""
+        if self.schedule == "step":
+            lr = step_decay(epoch, lr=self.lr, decay=self.lr_decay, decay_start=self.lr_decay_start)
+            return lr * (step + 1) / (self.warmup_steps + 1) if step < self.warmup_steps else lr
         min_lr = self.lr / 10 if self.min_lr is None else self.min_lr
         return warmup_cosine(step, lr=self.lr, min_lr=min_lr, warmup_steps=self.warmup_steps,
                              decay_steps=self.max_steps)
@@ -85,10 +113,25 @@ class FitResult:
     wall_s: float
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW where matrices and embeddings decay and biases / norm gains do not."""
+def epoch_length(model: nn.Module, train_data: TokenStream, config: TrainConfig) -> int:
+    """Batches in one pass over `train_data`: the sequential batches of a recurrent model, or as many
+    random windows as hold as many tokens as the data (at least 1)."""
+    if getattr(model, "recurrent", False):
+        return train_data.num_sequential_batches(config.batch_size, config.bptt)
+    return max(1, len(train_data) // (config.batch_size * (model.context_len or config.bptt)))
+
+
+def steps_for_epochs(model: nn.Module, train_data: TokenStream, config: TrainConfig, epochs: int) -> int:
+    """Optimizer steps that make `epochs` passes over `train_data` (grad_accum batches per step)."""
+    return math.ceil(epochs * epoch_length(model, train_data, config) / config.grad_accum)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW where matrices and embeddings decay and biases / norm gains do not; or plain SGD."""
     params = [p for p in model.parameters() if p.requires_grad]
     unique = list({id(p): p for p in params}.values())
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(unique, lr=config.lr, momentum=0.0, weight_decay=0.0, foreach=True)
     decay = [p for p in unique if p.dim() >= 2]
     no_decay = [p for p in unique if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay},
@@ -106,9 +149,10 @@ def use_bf16(config: TrainConfig, model: nn.Module) -> bool:
     return width >= 512 and torch.backends.cpu.get_cpu_capability().startswith(("AVX512", "AMX"))
 
 
-def _state_tensors(model: nn.Module, optimizer: torch.optim.Optimizer,
-                   batch_rng: torch.Generator) -> dict[str, torch.Tensor]:
-    """Everything needed to resume, as a flat dict of tensors (no pickles)."""
+def _state_tensors(model: nn.Module, optimizer: torch.optim.Optimizer, batch_rng: torch.Generator,
+                   carry: tuple[torch.Tensor, ...] | None = None) -> dict[str, torch.Tensor]:
+    """Everything needed to resume, as a flat dict of tensors (no pickles); `carry` is the state a
+    recurrent model carries into its next batch."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     names = {id(p): n for n, p in model.named_parameters()}
     for group in optimizer.param_groups:
@@ -117,7 +161,16 @@ def _state_tensors(model: nn.Module, optimizer: torch.optim.Optimizer,
                 tensors[f"optim.{names[id(p)]}.{key}"] = value
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.batches"] = batch_rng.get_state()
+    for i, part in enumerate(carry or ()):
+        tensors[f"carry.{i}"] = part
     return tensors
+
+
+def _restore_carry(tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...] | None:
+    parts = []
+    while f"carry.{len(parts)}" in tensors:
+        parts.append(tensors[f"carry.{len(parts)}"].clone())
+    return tuple(parts) or None
 
 
 def _restore_state(model: nn.Module, optimizer: torch.optim.Optimizer, batch_rng: torch.Generator,
@@ -169,29 +222,35 @@ class Metrics:
 
 def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None, run_dir: str | Path,
         config: TrainConfig, *, resume: bool = False, progress: bool = True) -> FitResult:
-    """Train `model` on random windows of `train_data`, checkpointing into `run_dir`."""
+    """Train `model` on batches of `train_data` (see the module docstring), checkpointing into `run_dir`."""
     run_dir = Path(run_dir)
-    context_len = model.context_len
+    recurrent = getattr(model, "recurrent", False)
+    window = model.context_len or config.bptt  # tokens per batch row
+    per_epoch = epoch_length(model, train_data, config)
     torch.manual_seed(config.seed)
     batch_rng = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(model, config)
     bf16 = use_bf16(config, model)
     start_step = 0
+    carry = None  # the state a recurrent model carries into its next batch
     if resume and (run_dir / TRAIN_STATE_FILE).exists():
         tensors, meta = load_tensors(run_dir / TRAIN_STATE_FILE)
         _restore_state(model, optimizer, batch_rng, tensors)
+        carry = _restore_carry(tensors)
         start_step = int(meta["step"])
     metrics = Metrics(run_dir, keep_until_step=start_step)
 
     def checkpoint(step: int) -> None:
-        save_tensors(run_dir / TRAIN_STATE_FILE, _state_tensors(model, optimizer, batch_rng), {"step": step})
+        batches = step * config.grad_accum
+        position = {"step": step, "epoch": batches // per_epoch, "batch_in_epoch": batches % per_epoch}
+        save_tensors(run_dir / TRAIN_STATE_FILE, _state_tensors(model, optimizer, batch_rng, carry), position)
         save_model_weights(run_dir, model, step)
         metrics.plot()
 
     if start_step == 0:
         checkpoint(0)
     model.train()
-    tokens_per_step = config.batch_size * config.grad_accum * context_len
+    tokens_per_step = config.batch_size * config.grad_accum * window
     bar = tqdm(total=config.max_steps, initial=start_step, disable=not progress, unit="step",
                dynamic_ncols=True, leave=False)
     started = time.perf_counter()
@@ -200,13 +259,20 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
     last_loss = math.nan
     val_loss = None
     for step in range(start_step, config.max_steps):
-        lr = config.lr_at(step)
+        lr = config.lr_at(step, epoch=step * config.grad_accum // per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        for _ in range(config.grad_accum):
-            x, y = train_data.random_windows(config.batch_size, context_len, batch_rng)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                _, loss = model(x, y)
+        for batch in range(step * config.grad_accum, (step + 1) * config.grad_accum):
+            if recurrent:
+                index = batch % per_epoch  # batch 0 of an epoch starts from the zero state
+                x, y = train_data.sequential_batch(index, config.batch_size, config.bptt)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    _, loss, carry = model.forward_with_state(x, y, carry if index else None)
+                carry = tuple(part.detach() for part in carry)  # truncated BPTT: no gradient into past batches
+            else:
+                x, y = train_data.random_windows(config.batch_size, window, batch_rng)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    _, loss = model(x, y)
             (loss / config.grad_accum).backward()
             loss_sum += loss.detach()
         if config.grad_clip > 0:
@@ -229,8 +295,8 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
         finished = done == config.max_steps
         if val_data is not None and checkpoint_due:
             # periodic: a fixed sample of windows; at the end: the whole validation split
-            val_loss = mean_loss(model, val_data, context_len, config.batch_size,
-                                     max_batches=None if finished else config.eval_batches, bf16=bf16)
+            val_loss = mean_loss(model, val_data, window, config.batch_size,
+                                 max_batches=None if finished else config.eval_batches, bf16=bf16)
             metrics.log(step=done, val_loss=round(val_loss, 5))
             if progress:
                 bar.write(f"step {done}: train loss {last_loss:.4f}, val loss {val_loss:.4f}", file=sys.stderr)
@@ -238,7 +304,7 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
             checkpoint(done)
     bar.close()
     if val_data is not None and val_loss is None:  # resumed a finished run: report its final state
-        val_loss = mean_loss(model, val_data, context_len, config.batch_size, bf16=bf16)
+        val_loss = mean_loss(model, val_data, window, config.batch_size, bf16=bf16)
     if math.isnan(last_loss):
         last_loss = next((r["loss"] for r in reversed(metrics.rows) if "loss" in r), math.nan)
     wall = time.perf_counter() - started
