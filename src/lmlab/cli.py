@@ -55,7 +55,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         ("--d-embed", _positive_int, "nplm / rnn / lstm / gru: word embedding width"),
         ("--hidden", _positive_int, "nplm / rnn / lstm / gru: hidden units (per layer)"),
         ("--layers", _positive_int, "rnn / lstm / gru: stacked recurrent layers"),
-        ("--order", _positive_int, "nplm: n, the model sees the n-1 previous tokens"),
+        ("--order", _positive_int, "ngram / nplm: n, the model sees the n-1 previous tokens"),
+        ("--smoothing", str, "ngram: mle | add-k | witten-bell | kn | mkn (default mkn)"),
+        ("--k", float, "ngram add-k: the pseudo-count (1 = Laplace)"),
     ):
         p.add_argument(flag, type=kind, help=text)
     p.add_argument("--tie-embeddings", action="store_const", const=True,
@@ -94,7 +96,7 @@ def run_train(args: argparse.Namespace) -> None:
     from lmlab.train import train
 
     model_keys = ("n_layer", "n_head", "d_model", "context_len", "dropout", "positional", "d_embed", "hidden",
-                  "layers", "order", "tie_embeddings", "direct")
+                  "layers", "order", "tie_embeddings", "direct", "smoothing", "k")
     train_keys = ("batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
                   "max_steps", "epochs", "optimizer", "schedule", "lr_decay", "lr_decay_start", "bptt",
                   "eval_every", "seed", "precision")

@@ -68,6 +68,9 @@ def total_nll(model: nn.Module, stream: TokenStream, context_len: int | None, ba
     it in its window. A recurrent model is read in order instead (`sequential_nll`, with
     `batch_size` rows and `context_len` tokens per chunk).
     """
+    if hasattr(model, "token_log_probs"):  # count-based models score a whole stream at once
+        log_probs = model.token_log_probs(stream.tokens)
+        return -float(log_probs.sum()), len(log_probs)
     if getattr(model, "recurrent", False):
         return sequential_nll(model, stream, batch_size, context_len or SEQUENTIAL_CHUNK, max_batches, bf16)
     was_training = model.training
@@ -116,5 +119,6 @@ def perplexity(model: nn.Module, tokenizer: Any, text: str | None = None, *, str
     if len(stream) < 2:
         raise LmlabError("the evaluation text has fewer than 2 tokens; give it more text")
     nll, tokens = total_nll(model, stream, model.context_len, batch_size)
-    first_token_bytes = len(tokenizer.decode_bytes([int(stream.tokens[0])]))
-    return summarize(nll, tokens, max(int(text_bytes) - first_token_bytes, 1))
+    # Most models cannot predict the first token (nothing comes before it): its bytes are not scored.
+    unscored = 0 if tokens == len(stream) else len(tokenizer.decode_bytes([int(stream.tokens[0])]))
+    return summarize(nll, tokens, max(int(text_bytes) - unscored, 1))

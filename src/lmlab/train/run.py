@@ -19,7 +19,7 @@ from lmlab.io.checkpoint import TOKENIZER_FILE, read_run_config, write_run_confi
 from lmlab.models import FAMILIES, PRESET_FAMILY, PRESETS, build_model
 from lmlab.tokenize import build_tokenizer
 from lmlab.tokenize import load as load_tokenizer
-from lmlab.train.trainer import FitResult, TrainConfig, fit, steps_for_epochs
+from lmlab.train.trainer import FitResult, TrainConfig, fit, fit_counts, steps_for_epochs
 
 CACHE_DIR = "cache"
 DEFAULT_MODEL = dict(n_layer=4, n_head=4, d_model=128, context_len=64)
@@ -145,6 +145,8 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
         tokenizer_options.setdefault("eos_per_line", True)
     tok = build_tokenizer(tokenizer, train_text, **tokenizer_options)
     options["vocab_size"] = tok.vocab_size
+    if model == "ngram":  # a line end (<eos>) is the n-gram's sentence end
+        options.setdefault("eos_id", tok.special_tokens.get("<eos>"))
     torch.manual_seed(train_config.seed)
     net = build_model(model, options)  # validates the model options before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +173,14 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
                  "train_tokens": len(train_stream), "val_tokens": len(val_stream)},
     }
     write_run_config(run_dir, config)  # last: a directory with config.json is a complete run set-up
+    if _counted(net):
+        return _finish(run_dir, net, fit_counts(net, train_stream, val_stream, run_dir))
     return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, progress=progress))
+
+
+def _counted(net: torch.nn.Module) -> bool:
+    """Count-based families (n-gram) are estimated in one pass instead of by gradient steps."""
+    return hasattr(net, "token_log_probs")
 
 
 def _resume(run_dir: Path, train_overrides: dict[str, Any], progress: bool) -> RunResult:
@@ -195,6 +204,8 @@ def _resume(run_dir: Path, train_overrides: dict[str, Any], progress: bool) -> R
     if changes:
         config["train"] = train_config.to_dict()
         write_run_config(run_dir, {k: v for k, v in config.items() if k != "format_version"})
+    if _counted(net):  # counting is deterministic: resuming simply counts again
+        return _finish(run_dir, net, fit_counts(net, train_stream, val_stream, run_dir))
     return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, resume=True,
                                      progress=progress))
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
@@ -312,3 +313,21 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
     metrics.close()
     return FitResult(steps=config.max_steps, train_loss=last_loss, val_loss=val_loss,
                      tokens_per_s=steps_run * tokens_per_step / max(wall, 1e-9), wall_s=wall)
+
+
+def fit_counts(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None, run_dir: str | Path
+               ) -> FitResult:
+    """"Train" a count-based model (n-gram): count and smooth once, save, and score both splits."""
+    run_dir = Path(run_dir)
+    started = time.perf_counter()
+    model.fit(np.asarray(train_data.tokens))
+    wall = time.perf_counter() - started
+    train_loss = mean_loss(model, train_data, None)
+    val_loss = mean_loss(model, val_data, None) if val_data is not None else None
+    save_model_weights(run_dir, model, 0)
+    metrics = Metrics(run_dir, keep_until_step=-1)
+    metrics.log(step=0, loss=round(train_loss, 5), elapsed_s=round(wall, 3),
+                **({} if val_loss is None else {"val_loss": round(val_loss, 5)}))
+    metrics.close()
+    return FitResult(steps=0, train_loss=train_loss, val_loss=val_loss, tokens_per_s=len(train_data) / max(wall, 1e-9),
+                     wall_s=wall)
