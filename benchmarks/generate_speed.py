@@ -7,13 +7,17 @@ WikiText-2 validation text. Each configuration (batch 1 and 8, greedy and beam 4
 `--new-tokens` tokens per prompt on both sides (min_new_tokens = max_new_tokens), counted as
 prompts x new tokens (beams are not counted). The implementations run interleaved, in a rotating
 order, `--repeats` times; a ratio is the median over repeats of HF's time / lmlab's time in the
-same repeat, so load from other processes on the machine hits both sides alike.
+same repeat, so load from other processes on the machine hits both sides alike. Both sides run
+in this one process with OMP_WAIT_POLICY=PASSIVE (unless the environment sets it): on a machine
+shared with other busy processes, OpenMP threads that spin at the end of each parallel region
+wait out a neighbour's time slice (~4-8 ms per region, measured here), which times the neighbours,
+not the code. The load average before and after is recorded.
 
 Each side runs in its fastest dtype: a short probe times HF in float32 and bfloat16 (on CPUs
 without native bf16 units bfloat16 is far slower) and the faster one is HF's row. lmlab runs
-float32 (its exact-parity mode: the tokens are checked against HF's) and int8 (int8 weights,
-float32 activations, lmlab/models/quantize.py). The quality cost of int8 is measured against
-lmlab float32: next-token agreement and KL divergence over 2,000 WikiText-2 tokens, perplexity,
+float32 (its exact-parity mode: the tokens are checked against HF's) and int8 (int8 weights and
+matmuls, activations quantized per row on the fly: lmlab/models/quantize.py). The quality cost
+of int8 is measured against lmlab float32: next-token agreement and KL divergence over 2,000 WikiText-2 tokens, perplexity,
 and greedy agreement over the generated tokens, on the random GPT-2 weights (whose predictions are
 nearly uniform, so their figures are a stress test, not a quality estimate) and on a tiny GPT
 trained here on Tiny Shakespeare (char level, a few hundred steps).
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -35,15 +40,17 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-import torch.nn.functional as F
-import transformers
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see the docstring
 
-import lmlab
-from lmlab.data import TokenStream
-from lmlab.evaluate import perplexity
-from lmlab.tokenize import GPT2Tokenizer
-from lmlab.train import train
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import transformers  # noqa: E402
+
+import lmlab  # noqa: E402
+from lmlab.data import TokenStream  # noqa: E402
+from lmlab.evaluate import perplexity  # noqa: E402
+from lmlab.tokenize import GPT2Tokenizer  # noqa: E402
+from lmlab.train import train  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -174,7 +181,9 @@ def summarize(times: dict[str, list[float]], tokens: int, peer: str) -> dict[str
 
 def markdown(report: dict) -> str:
     lines = [f"Decoding {report['new_tokens']} new tokens per prompt, GPT-2-124M shape (random weights), "
-             f"{report['machine']['threads']} threads, {report['repeats']} interleaved repeats. "
+             f"{report['machine']['threads']} threads (OMP_WAIT_POLICY={report['machine']['omp_wait_policy']}), "
+             f"{report['repeats']} interleaved repeats, load average "
+             f"{'/'.join(f'{x:.1f}' for x in report['machine']['load_average_1min_before_after'])} before/after. "
              f"HF's dtype: {report['hf_dtype']} (probe below).", "",
              "| prompts | beams | implementation | tok/s (median) | tok/s (best) | x HF (median, range) | same tokens as HF |",
              "|---|---|---|---|---|---|---|"]
@@ -200,8 +209,8 @@ def markdown(report: dict) -> str:
         lines.append(f"| {label} | {r['next_token_agreement']:.4f} | {r['mean_kl_nats']:.2e} | "
                      f"{r['perplexity']['float32']:.3f} | {r['perplexity']['int8']:.3f} | {g['token_agreement']:.3f} | "
                      f"{g['mean_tokens_before_first_difference']:.1f} of {report['new_tokens']} |")
-    lines += ["", f"Random-weight greedy agreement is over the batch-8 greedy outputs ({q['greedy']['sequences']} "
-              "prompts); perplexity over the first 2,000 GPT-2 tokens of WikiText-2 validation. Random weights "
+    lines += ["", f"Random-weight greedy agreement is over the greedy outputs of {q['greedy']['sequences']} "
+              "prompt(s) above; perplexity over the first 2,000 GPT-2 tokens of WikiText-2 validation. Random weights "
               "give nearly uniform predictions whose top tokens differ by hundredths of a logit, so any rounding "
               "flips them: read their agreement as a worst case."]
     return "\n".join(lines) + "\n"
@@ -223,6 +232,7 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=UserWarning)
 
+    load_before = os.getloadavg()
     tokenizer = GPT2Tokenizer()
     text = (DATA / "wikitext-2" / "valid.txt").read_text(encoding="utf-8")[:40000]
     ids = tokenizer.encode(text)
@@ -284,6 +294,8 @@ def main() -> None:
               "dtype_probe": {"new_tokens": probe_tokens, "tokens_per_s": probe_speed}, "runs": runs,
               "quality": quality,
               "machine": {"threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                          "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+                          "load_average_1min_before_after": [load_before[0], os.getloadavg()[0]],
                           "torch": torch.__version__, "transformers": transformers.__version__,
                           "python": platform.python_version()}}
     stem = "generate_speed_quick" if args.quick else "generate_speed"

@@ -160,7 +160,7 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--show-probs", type=int, default=0, metavar="N",
                    help="after generating, list each token's N most likely candidates (after the processors)")
     p.add_argument("--dtype", default="float32",
-                   help="float32 | bfloat16 | int8 (int8 weights, float32 activations: fastest on CPU, approximate)")
+                   help="float32 | bfloat16 | int8 (int8 weights and matmuls: fastest on CPU, approximate)")
     p.add_argument("--json", action="store_true", help='print {"sequences": [{"text", "tokens", "logprob"}...]}')
     p.set_defaults(handler=run_generate)
 

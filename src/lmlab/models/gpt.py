@@ -162,8 +162,17 @@ class KVCache:
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
     def reorder(self, index: torch.Tensor) -> "KVCache":
-        self.keys = self.keys.index_select(1, index)
-        self.values = self.values.index_select(1, index)
+        """Row i becomes old row index[i]. Only the filled positions are copied (beam search calls
+        this every step); the batch may grow (copying each prompt to its beams)."""
+        filled = slice(0, self.length)
+        if index.numel() != self.keys.size(1):
+            shape = (self.keys.size(0), index.numel(), *self.keys.shape[2:])
+            keys, values = self.keys.new_empty(shape), self.values.new_empty(shape)
+        else:
+            keys, values = self.keys, self.values  # in place: the right-hand side is a copy
+        keys[:, :, :, filled] = self.keys[:, :, :, filled].index_select(1, index)
+        values[:, :, :, filled] = self.values[:, :, :, filled].index_select(1, index)
+        self.keys, self.values = keys, values
         if self.valid is not None:
             self.valid = self.valid.index_select(0, index)
             self.next_position = self.next_position.index_select(0, index)
