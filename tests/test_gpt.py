@@ -180,6 +180,23 @@ def test_reorder_selects_batch_rows():
     torch.testing.assert_close(logits, expected[:, -1], atol=1e-5, rtol=0)
 
 
+def test_reorder_every_step_and_growing_batch():
+    """As beam search does: copy prompts to beams, then reorder after every step (the cache swaps
+    between its two buffers); each row still equals a full forward over its own history."""
+    model = tiny_gpt()
+    rows = random_ids(2, 5, seed=5)
+    with torch.no_grad():
+        _, state = model.step(rows, None)
+        index = torch.tensor([0, 0, 1, 1])
+        for step, new in enumerate([[3], [4], [5], [6]]):
+            state = model.reorder(state, index)
+            rows = torch.cat([rows[index], torch.tensor(new).expand(4, 1)], dim=1)
+            logits, state = model.step(rows[:, -1:], state)
+            expected, _ = model(rows)
+            torch.testing.assert_close(logits, expected[:, -1], atol=1e-5, rtol=0)
+            index = torch.tensor([[1, 0, 3, 2], [3, 3, 0, 1], [0, 1, 2, 3]][step % 3])
+
+
 def test_embeddings_are_tied():
     model = tiny_gpt()
     assert model.lm_head.weight is model.tok_emb.weight

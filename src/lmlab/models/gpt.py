@@ -144,6 +144,7 @@ class KVCache:
     keys/values: (n_layer, B, n_head, capacity, head_dim); `length` positions are filled. For
     batches of unequal (left-padded) prompts, `valid` (B, capacity) marks real tokens and
     `next_position` (B,) is each row's next position id; both stay None for unpadded batches.
+    `reorder` (every step of beam search) gathers into a second pair of buffers and swaps.
     """
 
     def __init__(self, config: GPTConfig, batch_size: int, dtype: torch.dtype, device: torch.device):
@@ -153,6 +154,7 @@ class KVCache:
         self.length = 0
         self.valid: torch.Tensor | None = None
         self.next_position: torch.Tensor | None = None
+        self.spare: tuple[torch.Tensor, torch.Tensor] | None = None  # reorder's target, allocated on first use
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, H, T_new, D) after the filled part; return all keys/values so far."""
@@ -162,16 +164,19 @@ class KVCache:
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
     def reorder(self, index: torch.Tensor) -> "KVCache":
-        """Row i becomes old row index[i]. Only the filled positions are copied (beam search calls
-        this every step); the batch may grow (copying each prompt to its beams)."""
+        """Row i becomes old row index[i] (the batch may grow: each prompt copied to its beams).
+
+        Only the filled positions are gathered, straight into the spare buffers (already touched
+        memory, no temporary), which then become the cache.
+        """
+        shape = (self.keys.size(0), index.numel(), *self.keys.shape[2:])
+        if self.spare is None or self.spare[0].shape != shape:
+            self.spare = (self.keys.new_empty(shape), self.values.new_empty(shape))
+        keys, values = self.spare
         filled = slice(0, self.length)
-        if index.numel() != self.keys.size(1):
-            shape = (self.keys.size(0), index.numel(), *self.keys.shape[2:])
-            keys, values = self.keys.new_empty(shape), self.values.new_empty(shape)
-        else:
-            keys, values = self.keys, self.values  # in place: the right-hand side is a copy
-        keys[:, :, :, filled] = self.keys[:, :, :, filled].index_select(1, index)
-        values[:, :, :, filled] = self.values[:, :, :, filled].index_select(1, index)
+        torch.index_select(self.keys[:, :, :, filled], 1, index, out=keys[:, :, :, filled])
+        torch.index_select(self.values[:, :, :, filled], 1, index, out=values[:, :, :, filled])
+        self.spare = (self.keys, self.values) if self.keys.shape == shape else None
         self.keys, self.values = keys, values
         if self.valid is not None:
             self.valid = self.valid.index_select(0, index)
