@@ -209,3 +209,20 @@ def test_bad_input_exits_2_with_one_error_line(case: str, bad_input_results: dic
 def test_failed_train_creates_no_run_directory(bad_input_results: dict[str, Done]):
     created = bad_input_results["(directories)"].stdout.split("\n")
     assert not {"r1", "r2", "r3"} & set(created)
+
+
+# --- word tokenizer flags -------------------------------------------------------------------------
+
+def test_word_tokenizer_flags_reach_the_tokenizer(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """PTB-style text is already tokenized: --word-split space keeps "don't" and "<unk>" whole."""
+    (tmp_path / "ptb.txt").write_text("The cat don't sit <unk> .\nthe dog sat .\n" * 20, encoding="utf-8")
+    args = ["train", "--model", "ngram", "--order", "2", "--data", str(tmp_path / "ptb.txt"), "--tokenizer", "word",
+            "--word-split", "space", "--lowercase", "--min-freq", "2", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    tok = lmlab.load(tmp_path / "run").tokenizer
+    assert tok.split("The don't X.\n") == ["the", "don't", "x.", "\n"]
+    assert tok.encode("THE CAT\n") == tok.encode("the cat\n") and tok.vocab.count("the") == 1
+    capsys.readouterr()
+    assert main([*args[:7], "--tokenizer", "char", "--lowercase", "--out", str(tmp_path / "bad")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: --lowercase is only for --tokenizer word") and not (tmp_path / "bad").exists()

@@ -45,6 +45,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vocab-size", type=_positive_int,
                    help="vocabulary size for --tokenizer bpe / word (word: the most frequent words, "
                         "<unk> for the rest)")
+    p.add_argument("--word-split", choices=["punctuation", "space"],
+                   help="--tokenizer word: split punctuation off words (default) or split at whitespace "
+                        "only (for already tokenized text such as PTB)")
+    p.add_argument("--lowercase", action="store_const", const=True, help="--tokenizer word: lowercase the text")
+    p.add_argument("--min-freq", type=_positive_int, help="--tokenizer word: drop words seen fewer times (-> <unk>)")
+    p.add_argument("--no-eos-per-line", action="store_const", const=False, dest="eos_per_line",
+                   help="--tokenizer word: line ends are plain whitespace, not <eos> tokens")
     p.add_argument("--out", required=True, help="run directory to create (or continue, with --resume)")
     p.add_argument("--preset", help=f"model size preset: {', '.join(PRESETS)}")
     for flag, kind, text in (
@@ -92,6 +99,21 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_train)
 
 
+def _tokenizer_options(args: argparse.Namespace) -> dict:
+    """The tokenizer flags that were given, under the names the tokenizer's `train` takes."""
+    word = {"split_punctuation": None if args.word_split is None else args.word_split == "punctuation",
+            "lowercase": args.lowercase, "min_freq": args.min_freq, "eos_per_line": args.eos_per_line}
+    given = {k: v for k, v in word.items() if v is not None}
+    if given and args.tokenizer != "word":
+        flags = {"split_punctuation": "--word-split", "lowercase": "--lowercase", "min_freq": "--min-freq",
+                 "eos_per_line": "--no-eos-per-line"}
+        raise LmlabError(f"{', '.join(flags[k] for k in given)} {'is' if len(given) == 1 else 'are'} only for "
+                         f"--tokenizer word (got --tokenizer {args.tokenizer})")
+    if args.vocab_size:
+        given["max_vocab" if args.tokenizer == "word" else "vocab_size"] = args.vocab_size
+    return given
+
+
 def run_train(args: argparse.Namespace) -> None:
     from lmlab.train import train
 
@@ -100,11 +122,10 @@ def run_train(args: argparse.Namespace) -> None:
     train_keys = ("batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
                   "max_steps", "epochs", "optimizer", "schedule", "lr_decay", "lr_decay_start", "bptt",
                   "eval_every", "seed", "precision")
-    vocab_option = "max_vocab" if args.tokenizer == "word" else "vocab_size"
-    tokenizer_options = {vocab_option: args.vocab_size} if args.vocab_size else {}
+    tokenizer_options = _tokenizer_options(args)
     if args.resume:
         given = [k for k in model_keys if getattr(args, k) is not None]
-        if given or args.data or args.preset:
+        if given or args.data or args.preset or tokenizer_options:
             raise LmlabError("--resume continues a run with its own data and model settings; "
                              "drop --data/--preset/model flags (only --max-steps or --epochs may change)")
     result = train(args.data, out=args.out, model=args.model, tokenizer=args.tokenizer, preset=args.preset,

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmlab.errors import LmlabError
+from lmlab.models.base import lm_loss
 from lmlab.models.config import config_from_dict
 
 
@@ -319,7 +320,7 @@ class GPT(nn.Module):
         logits = self.lm_head(hidden)  # (B, T, V)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        loss = lm_loss(logits, targets)
         return logits, loss
 
     def attention_weights(self, ids: torch.Tensor) -> list[torch.Tensor]:

@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from lmlab.errors import LmlabError
+from lmlab.models.base import ReadInOrder, lm_loss
 from lmlab.models.config import config_from_dict
 
 NO_TOKEN = -1  # a history slot before the start of the text
@@ -81,10 +81,9 @@ def append_ids(history: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | No
     return torch.where(keep.gather(1, order), full.gather(1, order), NO_TOKEN)
 
 
-class NPLM(nn.Module):
+class NPLM(ReadInOrder, nn.Module):
     family = "nplm"
     config_class = NPLMConfig
-    recurrent = True  # its state (the last n-1 ids) carries across consecutive windows (lmlab/train)
 
     def __init__(self, config: NPLMConfig):
         super().__init__()
@@ -126,14 +125,8 @@ class NPLM(nn.Module):
         new_state = (full[:, -self.window:],)
         if targets is None:
             return logits, None, new_state
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss, new_state
+        return logits, lm_loss(logits, targets), new_state
 
-    def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None, state: State | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Teacher-forced: ids (B, T) -> logits (B, T, V) and the loss (history before the window: `state`, or none)."""
-        logits, loss, _ = self.forward_with_state(ids, targets, state)
-        return logits, loss
 
     def step(self, ids: torch.Tensor, state: State | None = None, mask: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, State]:

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from lmlab.errors import LmlabError
+from lmlab.models.base import ReadInOrder, lm_loss
 from lmlab.models.config import config_from_dict
 
 State = tuple[torch.Tensor, ...]
@@ -107,11 +107,10 @@ def lstm_cells(config: RNNConfig) -> Cells:
 CELLS = {"rnn": tanh_cells, "lstm": lstm_cells, "gru": gru_cells}
 
 
-class RNNLM(nn.Module):
+class RNNLM(ReadInOrder, nn.Module):
     """Embeddings -> recurrent cells -> softmax layer. `family` is the cell name: rnn, lstm or gru."""
 
     config_class = RNNConfig
-    recurrent = True  # trained on consecutive batches with the state carried over (lmlab/train)
 
     def __init__(self, config: RNNConfig):
         super().__init__()
@@ -144,14 +143,8 @@ class RNNLM(nn.Module):
         logits = self.head(self.drop(out))  # (B, T, V)
         if targets is None:
             return logits, None, state
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss, state
+        return logits, lm_loss(logits, targets), state
 
-    def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None, state: State | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Teacher-forced: ids (B, T) -> logits (B, T, V) and the loss, from `state` (default zeros)."""
-        logits, loss, _ = self.forward_with_state(ids, targets, state)
-        return logits, loss
 
     def step(self, ids: torch.Tensor, state: State | None = None, mask: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, State]:
