@@ -5,11 +5,13 @@ function of the visible ids, so every expected answer can be worked out by hand.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from typing import Callable, Sequence
 
 import pytest
+import regex
 import torch
 from torch import nn
 
@@ -332,16 +334,35 @@ def test_stream_never_splits_a_multibyte_character():
 
 def test_stream_incomplete_bytes_at_the_end_become_replacement_character():
     stream = TextStream(bytes)
-    assert stream.push(ord("a")) == "a"
+    assert stream.push(ord("a")) == ""  # the last grapheme waits for the next one
     assert stream.push(0xF0) == "" and stream.push(0x9F) == ""
-    assert stream.flush() == "\ufffd"
+    assert stream.flush() == "a\ufffd"
+
+
+@pytest.mark.parametrize("grapheme", [
+    "e\u0301",  # e + combining acute accent
+    "👍🏽",  # thumbs up + skin tone modifier
+    "👩\u200d💻",  # woman + zero width joiner + laptop
+    "🇫🇷",  # two regional indicators: one flag
+    "\u0915\u094d\u0937",  # Devanagari ksha: consonant + virama + consonant
+])
+def test_stream_never_splits_a_grapheme(grapheme: str):
+    """Fed one code point per token, each grapheme still arrives whole, in one delta."""
+    text = f"a{grapheme}b {grapheme}"
+    deltas = stream_all(TextStream(lambda ids: "".join(map(chr, ids)).encode()), [ord(c) for c in text])
+    assert "".join(deltas) == text
+    assert grapheme in deltas[:-1] and deltas[-1] == grapheme
+    cuts = set(itertools.accumulate(len(d) for d in deltas))
+    assert cuts <= {0, *itertools.accumulate(len(g) for g in regex.findall(r"\X", text))}  # only between graphemes
 
 
 def test_stream_uses_context_for_tokenizers_that_decode_tokens_together():
     words = ["the", "cat", "sat"]
     decode = lambda ids: " ".join(words[i] for i in ids).encode()  # a word tokenizer joins with spaces
     stream = TextStream(decode, context_ids=[0])
-    assert stream_all(stream, [1, 2]) == [" cat", " sat", ""]
+    assert "".join(stream_all(stream, [1, 2])) == " cat sat"
+    stream = TextStream(decode, context_ids=[0])
+    assert [stream.push(1), stream.push(2)] == [" ca", "t sa"]  # the last letter waits: an accent may follow
 
 
 @pytest.mark.parametrize(

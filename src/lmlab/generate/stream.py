@@ -1,6 +1,7 @@
 """From token ids to text: incremental detokenizing, stop strings, and the text-level entry points.
 
-`TextStream` turns a stream of token ids into text deltas that never split a UTF-8 character
+`TextStream` turns a stream of token ids into text deltas that never split a UTF-8 character or
+a grapheme (a letter and its combining accents, an emoji with its modifiers and joiners, a flag),
 and never show text that may turn out to be (the start of) a stop string. `generate_text`
 streams the deltas of a generation; `generate` returns the whole `GenerationResult`, whose text
 is exactly the deltas joined. The token-level loop is in `loop.py`.
@@ -10,6 +11,8 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
+
+import regex
 
 from lmlab.errors import LmlabError
 from lmlab.generate.config import GenerationConfig
@@ -45,17 +48,33 @@ def held_back_length(text: str, stops: Sequence[str]) -> int:
     return 0
 
 
+_LAST_GRAPHEME = regex.compile(r"\X\Z")
+
+
+def last_grapheme_length(text: str) -> int:
+    """Length of the last grapheme cluster of `text` (what a user sees as one character), which the
+    next token may still extend: "e" may gain an accent, an emoji a skin tone or a joined emoji.
+
+    >>> last_grapheme_length("cafe\u0301"), last_grapheme_length("ok 👍🏽"), last_grapheme_length("")
+    (2, 2, 0)
+    """
+    match = _LAST_GRAPHEME.search(text[-64:]) if text else None
+    return len(match.group()) if match else 0
+
+
 class TextStream:
     """Feed token ids with `push`, get text deltas; `flush` at the end gives the rest.
 
     Decoding works on a short window of ids and emits the bytes the newest id adds, so a
     multi-byte character split over several tokens comes out whole, once its last byte arrives.
-    Bytes still incomplete at `flush` become U+FFFD. After a stop string appears, `stopped` is
-    True, the text before it has been emitted, and the stop string and all later text are dropped.
+    The last grapheme is held back until the next one starts (or `flush`), since a later token
+    may add an accent or a joiner to it. Bytes still incomplete at `flush` become U+FFFD. After a
+    stop string appears, `stopped` is True, the text before it has been emitted, and the stop
+    string and all later text are dropped.
 
     >>> stream = TextStream(lambda ids: bytes(ids), stop=["END"])
     >>> [stream.push(b) for b in "é E".encode()]
-    ['', 'é', ' ', '']
+    ['', '', 'é', ' ']
     >>> stream.push(ord("N")), stream.push(ord("D")), stream.stopped
     ('', '', True)
     """
@@ -96,15 +115,13 @@ class TextStream:
         return self._emit(self._utf8.decode(b"", final=True), final=True)
 
     def _emit(self, text: str, final: bool) -> str:
-        if not self.stop:
-            return text
         pending = self._pending + text
         found = [i for i in (pending.find(s) for s in self.stop) if i >= 0]
         if found:
             self.stopped = True
             self._pending = ""
             return pending[: min(found)]
-        keep = 0 if final else held_back_length(pending, self.stop)
+        keep = 0 if final else max(held_back_length(pending, self.stop), last_grapheme_length(pending))
         self._pending = pending[len(pending) - keep :]
         return pending[: len(pending) - keep]
 
