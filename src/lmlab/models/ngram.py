@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from lmlab.errors import LmlabError
+from lmlab.models.base import lm_loss
 from lmlab.models.config import config_from_dict
 from lmlab.models.ngram_smoothing import (ADDITIVE, SMOOTHINGS, BackoffTables, count_ngrams, lookup,
                                           sentence_stream)
@@ -266,8 +266,7 @@ class NGramLM(nn.Module):
         logits = torch.from_numpy(logits).view(B, T, self.vocab_size).to(ids.device)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.view(-1, self.vocab_size), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        return logits, lm_loss(logits, targets)
 
     def _start_state(self, batch_size: int) -> np.ndarray:
         history = np.full((batch_size, self.order - 1), -1, np.int64)  # (B, order - 1)
