@@ -1,7 +1,8 @@
 """`lmlab.load` and the `Bundle` it returns: a model, its tokenizer and its config, ready to use.
 
 A bundle generates (`generate`, `stream`) and scores (`score`, `perplexity`) text. It reads lmlab
-run directories and Hugging Face GPT-2 directories; GGUF files and registered names plug in here.
+run directories, Hugging Face GPT-2 directories and ARPA n-gram files (.arpa, .arpa.gz: from
+KenLM, SRILM or `lmlab export --format arpa`); GGUF files and registered names plug in here.
 The network is in lmlab/models, decoding in lmlab/generate, files in lmlab/io.
 """
 from __future__ import annotations
@@ -22,8 +23,9 @@ from lmlab.atomic import atomic_write_text
 from lmlab.io.checkpoint import MODEL_FILE, TOKENIZER_FILE, load_model_weights, load_tensors, read_run_config
 from lmlab.io.hf import is_hf_model_dir, read_hf_config, read_hf_gpt2, write_hf_gpt2
 from lmlab.models import build_model
+from lmlab.models.ngram_arpa import read_arpa, write_arpa
 from lmlab.models.quantize import quantize_int8
-from lmlab.tokenize import BPETokenizer, GPT2Tokenizer, Tokenizer
+from lmlab.tokenize import BPETokenizer, GPT2Tokenizer, Tokenizer, WordTokenizer
 from lmlab.tokenize.bpe import ByteLevelTokenizer
 from lmlab.tokenize import load as load_tokenizer
 
@@ -90,6 +92,8 @@ def load(path: str | Path, dtype: str = "float32") -> Bundle:
     path = Path(path)
     if is_hf_model_dir(path):
         bundle = _load_hf(path)
+    elif path.name.endswith(ARPA_SUFFIXES):
+        bundle = _load_arpa(path)
     else:
         bundle = _load_run(path)
     bundle.model.to(DTYPES[dtype]).eval()
@@ -106,6 +110,34 @@ def _load_run(path: Path) -> Bundle:
         raise LmlabError(f"{path}/config.json lacks {e}; the run directory is damaged") from None
     load_model_weights(path, model)
     return Bundle(model=model, tokenizer=load_tokenizer(path / TOKENIZER_FILE), config=config, path=path)
+
+
+ARPA_SUFFIXES = (".arpa", ".arpa.gz")
+
+
+def _load_arpa(path: Path) -> Bundle:
+    """An ARPA n-gram file with a word tokenizer over its vocabulary: words split at whitespace (as
+    the file's were), every line end the sentence end </s>, unknown words <unk>."""
+    model, vocab = read_arpa(path)
+    tokenizer = WordTokenizer(vocab, split_punctuation=False, eos_per_line=True)
+    config = {"model": {"family": "ngram", "config": model.config.to_dict()}, "source": "arpa"}
+    return Bundle(model=model, tokenizer=tokenizer, config=config, path=path)
+
+
+def export_arpa(run_dir: str | Path, out_path: str | Path) -> list[str]:
+    """Write an n-gram run as an ARPA file (compressed if the name ends in .gz) that KenLM and SRILM
+    read; returns the file name written."""
+    run_dir, out_path = Path(run_dir), Path(out_path)
+    if not out_path.name.endswith(ARPA_SUFFIXES):
+        raise LmlabError(f"name the ARPA file *.arpa or *.arpa.gz, got {out_path.name}")
+    bundle = _load_run(run_dir)
+    if bundle.config["model"]["family"] != "ngram":
+        raise LmlabError(f"only n-gram runs export to ARPA; {run_dir} is a {bundle.config['model']['family']} run")
+    if not isinstance(bundle.tokenizer, WordTokenizer):
+        raise LmlabError(f"ARPA files hold words: {run_dir} was trained with the {bundle.tokenizer.kind} tokenizer; "
+                         f"train the n-gram with --tokenizer word to export it")
+    write_arpa(bundle.model, out_path, bundle.tokenizer.vocab)
+    return [out_path.name]
 
 
 def _load_hf(path: Path) -> Bundle:

@@ -157,7 +157,7 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
                        description="Continue a prompt with a model (an lmlab run or a Hugging Face GPT-2 "
                                    "directory), streaming tokens as they arrive. Option names follow "
                                    "Hugging Face generate.")
-    p.add_argument("run", help="run directory (from lmlab train) or Hugging Face model directory")
+    p.add_argument("run", help="run directory (from lmlab train), Hugging Face model directory or ARPA file")
     p.add_argument("--prompt", action="append", help="text to continue (repeat for a batch; default: a newline)")
     p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default 200)")
     p.add_argument("--min-new-tokens", type=int, default=0, help="forbid end-of-text before this many tokens")
@@ -243,19 +243,23 @@ def probability_table(tokenizer: Any, sequence: Any) -> str:
 # --- export ------------------------------------------------------------------------------------
 
 def add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a trained GPT as a Hugging Face model directory",
-                       description="Export a GPT run to a directory that transformers (and so vLLM / TGI) load.")
-    p.add_argument("run", help="run directory (from lmlab train --model gpt)")
-    p.add_argument("--format", default="hf", choices=["hf"], help="hf: config.json + model.safetensors + tokenizer")
-    p.add_argument("--out", required=True, help="directory to write")
+    p = sub.add_parser("export", help="write a GPT as a Hugging Face directory, or an n-gram as an ARPA file",
+                       description="Export a GPT run to a directory that transformers (and so vLLM / TGI) load, "
+                                   "or an n-gram run to an ARPA file that KenLM and SRILM load "
+                                   "(and lmlab.load / every lmlab command reads back).")
+    p.add_argument("run", help="run directory (from lmlab train: --model gpt for hf, --model ngram for arpa)")
+    p.add_argument("--format", default="hf", choices=["hf", "arpa"],
+                   help="hf: config.json + model.safetensors + tokenizer (GPT runs); arpa: one ARPA back-off "
+                        "file for KenLM / SRILM (n-gram runs, word tokenizer)")
+    p.add_argument("--out", required=True, help="directory to write (hf), or FILE.arpa / FILE.arpa.gz (arpa)")
     p.add_argument("--json", action="store_true", help='print {"out", "files"}')
     p.set_defaults(handler=run_export)
 
 
 def run_export(args: argparse.Namespace) -> None:
-    from lmlab.bundle import export_hf
+    from lmlab.bundle import export_arpa, export_hf
 
-    files = export_hf(args.run, args.out)
+    files = (export_arpa if args.format == "arpa" else export_hf)(args.run, args.out)
     if args.json:
         _print_json({"out": args.out, "files": files})
     else:
@@ -267,7 +271,7 @@ def run_export(args: argparse.Namespace) -> None:
 def add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="loss, perplexity and bits per byte of a model on text",
                        description="Evaluate a run on --data, or on its own validation split by default.")
-    p.add_argument("run", help="run directory (from lmlab train)")
+    p.add_argument("run", help="run directory (from lmlab train), Hugging Face directory or ARPA file")
     p.add_argument("--data", help="text file or folder to evaluate on (default: the run's validation split)")
     p.add_argument("--batch-size", type=_positive_int,
                    help="windows per batch (default 16); nplm / rnn / lstm / gru read the text in order, "
@@ -285,6 +289,8 @@ def run_eval(args: argparse.Namespace) -> None:
     bundle = load(args.run)
     if args.data:
         result = perplexity(bundle.model, bundle.tokenizer, read_corpus(args.data), batch_size=args.batch_size)
+    elif "data" not in bundle.config:
+        raise LmlabError(f"{args.run} is not an lmlab run directory, so it has no validation split: pass --data FILE")
     else:
         stream, n_bytes = validation_split(Path(args.run), bundle.config, bundle.tokenizer)
         result = perplexity(bundle.model, bundle.tokenizer, stream=stream, text_bytes=n_bytes,
@@ -331,7 +337,7 @@ def add_score(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="log-probability of sentences, token by token",
                        description="Score each sentence given the sentence start: every token and the "
                                    "end-of-sentence token are predicted; prints log-probabilities (natural log).")
-    p.add_argument("run", help="run directory or Hugging Face model directory")
+    p.add_argument("run", help="run directory, Hugging Face model directory or ARPA file")
     p.add_argument("sentences", nargs="*", help="sentences to score")
     p.add_argument("--file", help="score every non-empty line of this file")
     p.add_argument("--json", action="store_true", help='print {"sentences": [{"text", "logprob", "tokens"}]}')
