@@ -18,11 +18,12 @@ The recipes:
   gradient norm clipped at 5, no dropout, weights uniform(-0.1, 0.1); published valid 120.7 / test
   114.5. Their loss is summed over the 20 unrolled steps (averaged over the batch); lmlab's is the mean
   per token, so their lr 1 and clip 5 are lr 20 and clip 0.25 here: the very same update.
-- gru and rnn (tanh): the same model size, unroll, batch and clipping, with a shorter schedule to fit
-  the benchmark in two hours on two cores: 6 epochs, lr halved every epoch after the 2nd. The GRU at
-  lr 10 (one epoch on a slice of PTB: valid perplexity 1,511 at lr 20, 416 at lr 10, 473 at lr 5),
-  the tanh RNN at lr 2 (lr 20 diverges within the first epoch; lr 1 and 5 do not).
-- nplm: Bengio et al. 2003, order 5 (four words of context), AdamW with a cosine schedule.
+- gru and rnn (tanh): the same model size, unroll, batch and clipping, with shorter schedules to fit
+  the whole benchmark in about two hours on two cores: the GRU 6 epochs at lr 10, halved every epoch
+  after the 2nd (one epoch on a slice of PTB: valid perplexity 1,511 at lr 20, 416 at lr 10, 473 at
+  lr 5); the tanh RNN 3 epochs at lr 2, halved after the 1st (lr 20 diverges within the first epoch;
+  lr 1 and 5 do not).
+- nplm: Bengio et al. 2003, order 5 (four words of context), AdamW with a cosine schedule, 2 epochs.
 - gpt: a small GPT (4 layers, 4 heads, d_model 192, context 128, dropout 0.3), AdamW, cosine.
 - lstm-peer (with --peer): the same LSTM, data and recipe trained by the plain PyTorch loop most code
   uses (batchify, detach the hidden state, clip, SGD by hand); the ratio of wall times is lmlab's cost.
@@ -67,8 +68,8 @@ RECIPES = {  # name: (family, model options, training options)
     "mkn4": ("ngram", dict(order=4, smoothing="mkn"), {}),
     "mkn5": ("ngram", dict(order=5, smoothing="mkn"), {}),
     "nplm": ("nplm", dict(order=5, d_embed=128, hidden=256, dropout=0.3),
-             dict(ADAMW, lr=2e-3, batch_size=32, bptt=32, epochs=6)),
-    "rnn": ("rnn", SMALL_RNN, dict(ZAREMBA, lr=2.0, epochs=6, lr_decay_start=2)),
+             dict(ADAMW, lr=2e-3, batch_size=32, bptt=32, epochs=2)),
+    "rnn": ("rnn", SMALL_RNN, dict(ZAREMBA, lr=2.0, epochs=3, lr_decay_start=1)),
     "gru": ("gru", SMALL_RNN, dict(ZAREMBA, lr=10.0, epochs=6, lr_decay_start=2)),
     "lstm": ("lstm", SMALL_RNN, ZAREMBA),
     "gpt": ("gpt", dict(n_layer=4, n_head=4, d_model=192, context_len=128, dropout=0.3),
