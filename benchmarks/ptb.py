@@ -201,7 +201,7 @@ def markdown(rows: list[dict], quick: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(names: list[str], runs: Path, quick: bool, files: dict[str, str]) -> None:
+def write_tables(names: list[str], runs: Path, quick: bool) -> None:
     rows = [json.loads((runs / n / RESULT_FILE).read_text()) for n in names if (runs / n / RESULT_FILE).exists()]
     stem = "ptb_quick" if quick else "ptb"
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -211,12 +211,16 @@ def write_tables(names: list[str], runs: Path, quick: bool, files: dict[str, str
               "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}}
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text(markdown(rows, quick))
-    lmlab_runs = [runs / r["name"] for r in rows if r["name"] in RECIPES]
-    if lmlab_runs and not quick:
-        from lmlab.compare import compare_runs, write_comparison
+    if not quick:  # the `lmlab compare` table and chart, from the test scores run_model already made
+        from lmlab.compare import ComparisonRow, write_comparison
 
-        write_comparison(compare_runs(lmlab_runs, Path(files["test"]).read_text(encoding="utf-8")),
-                         RESULTS / "ptb_compare")
+        compared = [ComparisonRow(run=str(runs / r["name"]), family=r["family"], tokenizer="word",
+                                  parameters=r["parameters"], train_s=r["train_s"], perplexity=r["test_perplexity"],
+                                  bits_per_byte=r["test_bits_per_byte"], tokens=r["test_tokens"],
+                                  scored_tokens_per_s=r["scored_tokens_per_s"])
+                    for r in rows if r["name"] in RECIPES]
+        if compared:
+            write_comparison(compared, RESULTS / "ptb_compare")
 
 
 def main() -> None:
@@ -233,7 +237,7 @@ def main() -> None:
     files = {k: str(v) for k, v in split_files(runs, args.quick).items()}
     names = [n for n in ORDER if n in args.models] + (["lstm-peer"] if args.peer else [])
     todo = [n for n in names if not (runs / n / RESULT_FILE).exists()]
-    write_tables(names, runs, args.quick, files)
+    write_tables(names, runs, args.quick)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         pending = {}
         for name in todo:
@@ -245,7 +249,7 @@ def main() -> None:
             for future in done:
                 name = pending.pop(future)
                 print(json.dumps(future.result()), flush=True)
-                write_tables(names, runs, args.quick, files)
+                write_tables(names, runs, args.quick)
     print((RESULTS / ("ptb_quick.md" if args.quick else "ptb.md")).read_text())
 
 

@@ -127,7 +127,6 @@ class NPLM(ReadInOrder, nn.Module):
             return logits, None, new_state
         return logits, lm_loss(logits, targets), new_state
 
-
     def step(self, ids: torch.Tensor, state: State | None = None, mask: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, State]:
         """Feed new ids (B, T_new); return logits (B, V) after each row's last real token and the state.

@@ -145,7 +145,6 @@ class RNNLM(ReadInOrder, nn.Module):
             return logits, None, state
         return logits, lm_loss(logits, targets), state
 
-
     def step(self, ids: torch.Tensor, state: State | None = None, mask: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, State]:
         """Feed new ids (B, T_new) after `state`; return logits (B, V) of the last position and the state.
