@@ -371,3 +371,14 @@ def test_sigkill_at_a_random_moment_leaves_a_loadable_resumable_run(tmp_path: Pa
     rows = metrics(run_dir)
     assert [r["step"] for r in rows if "loss" in r] == list(range(10, max_steps + 1, 10))  # no gaps, no repeats
     assert [r["step"] for r in rows if "val_loss" in r] == list(range(10, max_steps + 1, 10))
+
+
+def test_keep_freed_memory_takes_on_linux_glibc_and_is_idempotent():
+    import platform
+
+    from lmlab.runtime import keep_freed_memory
+
+    took = keep_freed_memory()
+    assert keep_freed_memory() is took
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert took is True

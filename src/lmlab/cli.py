@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from lmlab.errors import LmlabError
+from lmlab.runtime import keep_freed_memory
 
 EXIT_USAGE = 2
 
@@ -414,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()
     try:
         args.handler(args)
     except LmlabError as e:

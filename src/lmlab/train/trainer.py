@@ -34,6 +34,7 @@ from lmlab.evaluate import mean_loss
 from lmlab.io.checkpoint import (METRICS_FILE, TRAIN_STATE_FILE, load_tensors, save_model_weights,
                                  save_tensors)
 from lmlab.models.config import config_from_dict
+from lmlab.runtime import keep_freed_memory
 from lmlab.train.schedule import step_decay, warmup_cosine
 from lmlab.viz.loss import plot_loss
 
@@ -225,6 +226,7 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
         config: TrainConfig, *, resume: bool = False, progress: bool = True) -> FitResult:
     """Train `model` on batches of `train_data` (see the module docstring), checkpointing into `run_dir`."""
     run_dir = Path(run_dir)
+    keep_freed_memory()  # the same large tensors every step: no page faults for them after the first
     recurrent = getattr(model, "recurrent", False)
     window = model.context_len or config.bptt  # tokens per batch row
     per_epoch = epoch_length(model, train_data, config)
