@@ -30,7 +30,8 @@ The recipes:
 
 Jobs run `--jobs` at a time with `--threads` torch threads each. A finished model leaves
 RUNS/NAME/ptb_result.json, so an interrupted benchmark continues where it stopped; a half-trained
-one resumes from its last checkpoint. The tables are rewritten after every finished job.
+one resumes from its last checkpoint. The tables, of every finished model in the runs directory,
+are rewritten after every finished job.
 
     python benchmarks/ptb.py [--models mkn3 ... gpt] [--jobs 2 --threads 1] [--peer] [--runs DIR]
     python benchmarks/ptb.py --models lstm --jobs 1 --threads 2 && python benchmarks/ptb.py   # as measured
@@ -201,8 +202,10 @@ def markdown(rows: list[dict], quick: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(names: list[str], runs: Path, quick: bool) -> None:
-    rows = [json.loads((runs / n / RESULT_FILE).read_text()) for n in names if (runs / n / RESULT_FILE).exists()]
+def write_tables(runs: Path, quick: bool) -> None:
+    """The tables of every finished model in `runs`, whichever ones this invocation trains."""
+    rows = [json.loads((runs / n / RESULT_FILE).read_text()) for n in [*ORDER, "lstm-peer"]
+            if (runs / n / RESULT_FILE).exists()]
     stem = "ptb_quick" if quick else "ptb"
     RESULTS.mkdir(parents=True, exist_ok=True)
     import torch
@@ -237,7 +240,7 @@ def main() -> None:
     files = {k: str(v) for k, v in split_files(runs, args.quick).items()}
     names = [n for n in ORDER if n in args.models] + (["lstm-peer"] if args.peer else [])
     todo = [n for n in names if not (runs / n / RESULT_FILE).exists()]
-    write_tables(names, runs, args.quick)
+    write_tables(runs, args.quick)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         pending = {}
         for name in todo:
@@ -249,7 +252,7 @@ def main() -> None:
             for future in done:
                 name = pending.pop(future)
                 print(json.dumps(future.result()), flush=True)
-                write_tables(names, runs, args.quick)
+                write_tables(runs, args.quick)
     print((RESULTS / ("ptb_quick.md" if args.quick else "ptb.md")).read_text())
 
 
