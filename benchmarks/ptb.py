@@ -100,7 +100,7 @@ def run_model(name: str, files: dict[str, str], runs: str, threads: int, quick: 
 
     torch.set_num_threads(threads)
     family, model, recipe = RECIPES[name]
-    recipe = {**recipe, "eval_every": 10**9}
+    recipe = {**recipe, "eval_every": 2000}  # a checkpoint (and a 20-batch validation estimate) every 2,000 steps
     if quick and "epochs" in recipe:
         recipe["epochs"] = 1
     out = Path(runs) / name
