@@ -2,7 +2,8 @@
 
 The model and batches of benchmarks/shakespeare_char.py (4 layers, 4 heads, d_model 128, context
 64, batch 12, char-level Tiny Shakespeare). Each variant changes one thing against lmlab's loop
-(fused AdamW, the fused attention kernel, fp32, no clipping, the loss read back every 10 steps);
+(fused AdamW, the fused attention kernel, fp32, no clipping, the loss read back every 10 steps,
+no torch.compile);
 the last one is the plain loop of shakespeare_char.py's peer. The variants run interleaved, in a
 rotating order, `--repeats` times, `--steps` steps each after a few warm-up steps; a variant's
 ratio is the median over repeats of its time over lmlab's time in the same repeat, so load from
@@ -41,15 +42,18 @@ VARIANTS = {
     "clip": ("gradient clipping at 1.0 (nanoGPT's setting)", {"clip": 1.0}),
     "sync-every-step": ("the loss read back (.item()) every step", {"sync_every": 1}),
     "bf16": ("bf16 autocast", {"bf16": True}),
+    "compiled": ("the model compiled by torch.compile (its compile time not counted)", {"compiled": True}),
     "plain-loop": ("the peer's plain loop: foreach AdamW, clipping, .item() every step",
                    {"fused": False, "clip": 1.0, "sync_every": 1}),
 }
 
 
 def make_step(stream: TokenStream, vocab_size: int, fused: bool = True, attention: str = "sdpa",
-              clip: float = 0.0, sync_every: int = 10, bf16: bool = False) -> Callable[[int], None]:
+              clip: float = 0.0, sync_every: int = 10, bf16: bool = False, compiled: bool = False
+              ) -> Callable[[int], None]:
     torch.manual_seed(1337)
     model = GPT(GPTConfig(vocab_size=vocab_size, attention=attention, **MODEL)).train()
+    forward = torch.compile(model) if compiled else model
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
@@ -60,7 +64,7 @@ def make_step(stream: TokenStream, vocab_size: int, fused: bool = True, attentio
     def step(i: int) -> None:
         x, y = stream.random_windows(BATCH, MODEL["context_len"], rng)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            _, loss = model(x, y)
+            _, loss = forward(x, y)
         loss.backward()
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
