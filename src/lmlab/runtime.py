@@ -3,9 +3,9 @@
 `keep_freed_memory`: glibc's malloc serves every block above 128 KiB with a fresh mmap and gives it
 back to the kernel on free, so a training step that allocates the same large tensors each time
 (a word model's logits are 400 x 10,000 floats, 16 MB) pays a page fault per 4 KiB page on every
-first write: on this project's 2-core benchmark machine that was a fifth of an LSTM step on PTB
-(118 ms -> 95 ms per step with it, `benchmarks/ptb.py`). Raising glibc's mmap and trim thresholds keeps
-freed blocks in the heap for the next step. Elsewhere (macOS, Windows, musl) it does nothing.
+first write. Raising glibc's mmap and trim thresholds keeps freed blocks in the heap for the next
+step: the PTB LSTM's steps run 1.11x faster with it on the project's 2-core machine
+(`benchmarks/malloc_reuse.py`). Elsewhere (macOS, Windows, musl) it does nothing.
 """
 from __future__ import annotations
 
