@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lmlab"
 # From the bottom; imports within one layer are allowed.
 LAYERS = [
-    ["errors", "atomic"],
+    ["errors", "atomic", "runtime"],
     ["data"],
     ["io"],
     ["tokenize"],
