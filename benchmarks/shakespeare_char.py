@@ -14,11 +14,11 @@ weight decay or clipping. With nanoGPT's choices lmlab lands at val 1.896 / 1.90
 1.884, beta2 0.999 on top 1.865 / 1.873 / 1.885 (seeds 1337 / 1 / 2; mean 1.874 against 1.901
 with nanoGPT's settings), and beta1 0.8 on top 1.851 / 1.858 / 1.869 (one thread per run; on seeds
 3 / 4, not used to choose it: 1.851 / 1.858 against 1.868 / 1.868 with beta1 0.9), so lmlab's run
-uses those.
+uses those. `--set` reruns such a trial: `--seeds 3 4 --skip-baseline --set beta1=0.9`.
 
-    python benchmarks/shakespeare_char.py [--steps 2000] [--seeds 1337] [--skip-baseline]
+    python benchmarks/shakespeare_char.py [--steps 2000] [--seeds 1337] [--skip-baseline] [--set KEY=VALUE ...]
 
-Writes benchmarks/results/shakespeare_char.{json,md}.
+Writes benchmarks/results/shakespeare_char.{json,md}; with --set, shakespeare_char_KEY-VALUE.{json,md}.
 """
 from __future__ import annotations
 
@@ -48,10 +48,10 @@ TRAIN = dict(batch_size=12, max_steps=2000, lr=1e-3, min_lr=1e-4, warmup_steps=1
 NANOGPT = {"val_loss": 1.886, "wall_s": 63.0, "ms_per_step": 28.0}
 
 
-def run_lmlab(steps: int, seed: int, workdir: Path) -> dict:
+def run_lmlab(steps: int, seed: int, workdir: Path, train_config: dict) -> dict:
     out = workdir / f"lmlab-{seed}"
     result = train(out=out, tokenizer="char", model_overrides=MODEL,
-                   train_overrides={**TRAIN, "max_steps": steps, "seed": seed}, progress=False)
+                   train_overrides={**train_config, "max_steps": steps, "seed": seed}, progress=False)
     return {"impl": "lmlab", "seed": seed, "val_loss": result.val_loss, "train_loss": result.train_loss,
             "wall_s": result.wall_s, "tokens_per_s": result.tokens_per_s, "ms_per_step": 1000 * result.wall_s / steps}
 
@@ -90,23 +90,28 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1337])
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="change lmlab's training options for a trial, e.g. beta1=0.9 (results go to their own files)")
     args = parser.parse_args()
+    changes = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
+    train_config = {**TRAIN, **changes}
+    stem = "_".join(["shakespeare_char", *(f"{key}-{value}" for key, value in changes.items())])
     rows = []
     workdir = Path(tempfile.mkdtemp(prefix="lmlab-bench-"))
     try:
         for seed in args.seeds:
-            rows.append(run_lmlab(args.steps, seed, workdir))
+            rows.append(run_lmlab(args.steps, seed, workdir, train_config))
             print(json.dumps(rows[-1]))
             if not args.skip_baseline:
                 rows.append(run_plain_loop(args.steps, seed))
                 print(json.dumps(rows[-1]))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    report = {"config": {"model": MODEL, "train": {**TRAIN, "max_steps": args.steps}}, "nanogpt_published": NANOGPT,
+    report = {"config": {"model": MODEL, "train": {**train_config, "max_steps": args.steps}}, "nanogpt_published": NANOGPT,
               "machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
                           "python": platform.python_version()}, "runs": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "shakespeare_char.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = ["| implementation | seed | val loss | wall s | ms/step | tokens/s |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['impl']} | {r['seed']} | {r['val_loss']:.4f} | {r['wall_s']:.1f} | {r['ms_per_step']:.1f} "
@@ -118,7 +123,7 @@ def main() -> None:
     if ours and peer:
         ratio = sum(p["wall_s"] for p in peer) / sum(o["wall_s"] for o in ours)
         lines.append(f"\nlmlab is {ratio:.2f}x the speed of the plain loop in this run.")
-    (RESULTS / "shakespeare_char.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
