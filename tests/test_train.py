@@ -177,7 +177,13 @@ def test_train_config_from_dict_rejects_unknown_keys_naming_them():
 
 @pytest.mark.parametrize("bad, name", [(dict(batch_size=0), "batch_size"), (dict(lr=0.0), "lr"),
                                        (dict(max_steps=-1), "max_steps"), (dict(warmup_steps=-2), "warmup_steps"),
-                                       (dict(precision="fp8"), "precision"), (dict(eval_every=1.5), "eval_every")])
+                                       (dict(precision="fp8"), "precision"), (dict(eval_every=1.5), "eval_every"),
+                                       (dict(lr=float("nan")), "lr"), (dict(lr=float("inf")), "lr"),
+                                       (dict(min_lr=-1e-4), "min_lr"), (dict(lr=1e-3, min_lr=1e-2), "min_lr"),
+                                       (dict(warmup_steps=2.5), "warmup_steps"), (dict(weight_decay=-0.1), "weight_decay"),
+                                       (dict(grad_clip=float("nan")), "grad_clip"), (dict(grad_clip=-1.0), "grad_clip"),
+                                       (dict(beta1=1.0), "beta1"), (dict(beta2=-0.5), "beta2"),
+                                       (dict(beta1=float("nan")), "beta1")])
 def test_train_config_rejects_bad_values(bad, name):
     with pytest.raises(LmlabError, match=name):
         TrainConfig(**bad)

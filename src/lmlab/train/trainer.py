@@ -82,10 +82,19 @@ class TrainConfig:
             raise LmlabError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if not isinstance(self.lr_decay_start, int) or self.lr_decay_start < 0:
             raise LmlabError(f"lr_decay_start must be a whole number of epochs >= 0, got {self.lr_decay_start!r}")
-        if not self.lr > 0:
-            raise LmlabError(f"lr must be positive, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise LmlabError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 < self.lr < math.inf:
+            raise LmlabError(f"lr must be a positive number, got {self.lr}")
+        if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
+            raise LmlabError(f"min_lr must be between 0 and lr ({self.lr}), got {self.min_lr}")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise LmlabError(f"warmup_steps must be a whole number >= 0, got {self.warmup_steps!r}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise LmlabError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.grad_clip < math.inf:
+            raise LmlabError(f"grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise LmlabError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
             raise LmlabError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
