@@ -297,3 +297,19 @@ def test_wrong_decoder_for_the_config_is_a_clear_error(models):
         generate_batch(ours, PROMPTS, config(num_beams=2))
     with pytest.raises(LmlabError, match="num_beams >= 2"):
         beam_search(ours, PROMPTS, config())
+
+
+def test_beams_without_do_sample_search_as_hf_does(models):
+    hf, ours = models
+    unset = GenerationConfig(eot_ids=(EOS,), max_new_tokens=8, num_beams=3)  # do_sample left unset
+    expected, _ = hf_generate(hf, PROMPTS, max_new_tokens=8, num_beams=3)
+    runs = [[with_eos(c) for c in flat(beam_search(ours, PROMPTS, unset, pad_id=PAD))] for _ in range(2)]
+    assert runs[0] == runs[1] == expected
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_prompt_ids_outside_the_vocabulary_are_an_error(models, num_beams):
+    _, ours = models
+    decode = beam_search if num_beams > 1 else generate_batch
+    with pytest.raises(LmlabError, match=f"prompt 1 .*vocabulary of {VOCAB} tokens"):
+        decode(ours, [[BOS, 5], [BOS, VOCAB]], config(max_new_tokens=2, num_beams=num_beams))

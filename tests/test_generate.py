@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import pytest
@@ -157,6 +158,15 @@ def test_config_greedy_when_not_sampling_or_temperature_zero():
     assert GenerationConfig(do_sample=False).greedy
     assert GenerationConfig(temperature=0).greedy
     assert not GenerationConfig().greedy
+
+
+def test_config_left_unset_samples_one_beam_and_searches_several():
+    assert GenerationConfig().sampling and not GenerationConfig().greedy
+    assert GenerationConfig(num_beams=4).greedy  # beam search, as Hugging Face does
+    assert GenerationConfig(num_beams=4).replace(num_beams=1).sampling  # unset stays unset
+    assert not GenerationConfig(num_beams=4, do_sample=True).greedy  # beam sampling
+    with pytest.raises(LmlabError, match="do_sample"):
+        GenerationConfig(do_sample="yes")
 
 
 # --- processors -----------------------------------------------------------------------------------
@@ -309,6 +319,25 @@ def test_inference_mode_does_not_leak_into_the_caller():
     next(tokens)
     assert not torch.is_inference_mode_enabled()
     assert torch.is_grad_enabled()
+
+
+def test_token_by_token_generation_refuses_beams_and_several_sequences_at_once():
+    model = fixed([0.5, 0.5])
+    for options in (dict(num_beams=3), dict(num_return_sequences=2)):
+        config = GenerationConfig(max_new_tokens=2, **options)
+        with pytest.raises(LmlabError, match="without streaming"):
+            generate_text(model, ByteTokenizer(), "x", config)  # at the call, not at the first delta
+        with pytest.raises(LmlabError, match="without streaming"):
+            list(generate_ids(model, [1], config))
+
+
+@pytest.mark.parametrize("prompt", [[2, 300], [-1]])
+def test_prompt_ids_outside_the_vocabulary_are_an_error(prompt):
+    model = fixed([0.5, 0.5, 0.0])
+    model.config = SimpleNamespace(vocab_size=3)
+    config = GenerationConfig(max_new_tokens=2, do_sample=False)
+    with pytest.raises(LmlabError, match="prompt"):
+        list(generate_ids(model, prompt, config))
 
 
 def test_empty_prompt_ids_is_an_error():

@@ -451,7 +451,7 @@ def hugging_face_processors(config: GenerationConfig, prompt_len: int, custom: l
 def test_build_processors_matches_hugging_face_order_and_output(num_beams):
     config = GenerationConfig.from_dict(
         {**NEW_OPTIONS, "temperature": 0.8, "top_k": 20, "top_p": 0.95, "min_p": 0.02, "typical_p": 0.99,
-         "bad_words_ids": [[1, 2], [3], [EOT]], "eot_ids": [EOT, 4], "num_beams": num_beams}
+         "bad_words_ids": [[1, 2], [3], [EOT]], "eot_ids": [EOT, 4], "num_beams": num_beams, "do_sample": True}
     )
     prompt_len = LENGTH - 2
     mask = torch.arange(LENGTH)[None, :] >= torch.tensor(PADDING)[:, None]  # (B, T) left padding

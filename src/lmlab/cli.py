@@ -190,7 +190,7 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
 def generation_options(args: argparse.Namespace) -> dict[str, Any]:
     beams = args.num_beams
     return dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
-                do_sample=not args.greedy and (beams <= 1 or args.do_sample), temperature=args.temperature,
+                do_sample=False if args.greedy else True if args.do_sample else None, temperature=args.temperature,
                 top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, typical_p=args.typical_p,
                 repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
                 frequency_penalty=args.frequency_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,

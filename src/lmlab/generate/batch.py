@@ -24,7 +24,7 @@ import torch
 
 from lmlab.errors import LmlabError
 from lmlab.generate.config import GenerationConfig
-from lmlab.generate.loop import model_device
+from lmlab.generate.loop import check_prompt_vocabulary, model_device, model_vocab_size
 from lmlab.generate.processors import LogitsProcessor, RepetitionPenaltyProcessor, build_processors
 
 
@@ -48,8 +48,8 @@ class Completion:
     top_logprobs: list[list[tuple[int, float]]] | None = field(default=None, repr=False)
 
 
-def check_prompts(prompts: Sequence[Sequence[int]]) -> list[list[int]]:
-    """`prompts` as lists of ints, or an error that says what is wrong."""
+def check_prompts(prompts: Sequence[Sequence[int]], vocab_size: int | None = None) -> list[list[int]]:
+    """`prompts` as lists of ints below `vocab_size` (if given), or an error that says what is wrong."""
     if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or not prompts:
         raise LmlabError(f"prompts must be a non-empty list of token-id lists, got {prompts!r:.80}")
     checked = []
@@ -61,6 +61,7 @@ def check_prompts(prompts: Sequence[Sequence[int]]) -> list[list[int]]:
             raise LmlabError(f"prompt {n} must hold integer token ids >= 0, got {list(prompt)!r:.80}")
         if not ids:
             raise LmlabError(f"prompt {n} is empty: give at least one token to continue from")
+        check_prompt_vocabulary(n, ids, vocab_size)
         checked.append(ids)
     return checked
 
@@ -231,7 +232,7 @@ def generate_batch(model: Any, prompts: Sequence[Sequence[int]], config: Generat
         raise LmlabError(f"config must be a GenerationConfig, got {type(config).__name__}")
     if config.num_beams > 1:
         raise LmlabError(f"num_beams={config.num_beams} is beam search: call lmlab.generate.beam_search")
-    prompts = check_prompts(prompts)
+    prompts = check_prompts(prompts, model_vocab_size(model))
     copies = config.num_return_sequences
     if not config.max_new_tokens:
         return [[Completion([], [], "length") for _ in range(copies)] for _ in prompts]

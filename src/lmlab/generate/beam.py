@@ -40,7 +40,7 @@ from lmlab.generate.batch import (
     top_alternatives,
 )
 from lmlab.generate.config import GenerationConfig
-from lmlab.generate.loop import model_device
+from lmlab.generate.loop import model_device, model_vocab_size
 
 IMPOSSIBLE = -1.0e9  # added to a score to rule a hypothesis out (kept finite, as in Hugging Face)
 
@@ -137,7 +137,7 @@ def beam_search(model: Any, prompts: Sequence[Sequence[int]], config: Generation
     returned = config.num_return_sequences
     if returned > beams:
         raise LmlabError(f"num_return_sequences ({returned}) must be <= num_beams ({beams}): raise num_beams")
-    prompts = check_prompts(prompts)
+    prompts = check_prompts(prompts, model_vocab_size(model))
     if not config.max_new_tokens:
         return [[Completion([], [], "length", 0.0) for _ in range(returned)] for _ in prompts]
     max_new = config.max_new_tokens

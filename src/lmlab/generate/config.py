@@ -86,7 +86,9 @@ class GenerationConfig:
     """How to pick each next token and when to stop.
 
     Length and sampling: `do_sample=False` is greedy decoding (argmax); `temperature=0` also
-    means greedy, as in most APIs. `top_k` 0/None, `top_p` 1.0/None, `min_p` None/0 and
+    means greedy, as in most APIs. Left unset (None), it samples one sequence at a time and
+    searches deterministically with beams (`num_beams` > 1), as Hugging Face does for beams;
+    `do_sample=True` with beams is beam sampling. `top_k` 0/None, `top_p` 1.0/None, `min_p` None/0 and
     `typical_p` 1.0/None switch those filters off. As in Hugging Face, temperature, top_k, top_p,
     min_p and typical_p only act when sampling. `min_new_tokens` keeps end-of-text ids away until
     that many tokens are out. `seed` makes sampling repeatable (None draws fresh randomness).
@@ -116,7 +118,7 @@ class GenerationConfig:
 
     max_new_tokens: int = 100
     min_new_tokens: int = 0
-    do_sample: bool = True
+    do_sample: bool | None = None  # None: sample with one beam, search with several
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
@@ -153,8 +155,8 @@ class GenerationConfig:
             value = getattr(self, name)
             if not _is_int(value) or value < 0:
                 raise LmlabError(f"{name} must be an integer >= 0, got {value!r}")
-        if not isinstance(self.do_sample, bool):
-            raise LmlabError(f"do_sample must be true or false, got {self.do_sample!r}")
+        if self.do_sample is not None and not isinstance(self.do_sample, bool):
+            raise LmlabError(f"do_sample must be true, false or unset, got {self.do_sample!r}")
         if not _is_number(self.temperature) or self.temperature < 0:
             raise LmlabError(f"temperature must be a number >= 0 (0 means greedy), got {self.temperature!r}")
         if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 0):
@@ -233,9 +235,14 @@ class GenerationConfig:
         self._set("eot_ids", _token_ids("eot_ids", self.eot_ids))
 
     @property
+    def sampling(self) -> bool:
+        """Whether next tokens are drawn at random: `do_sample`, or when unset, one beam."""
+        return self.num_beams == 1 if self.do_sample is None else self.do_sample
+
+    @property
     def greedy(self) -> bool:
-        """True when the next token is the argmax (do_sample=False or temperature=0)."""
-        return not self.do_sample or self.temperature == 0
+        """True when the next token is the argmax (not sampling, or temperature=0)."""
+        return not self.sampling or self.temperature == 0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "GenerationConfig":

@@ -43,6 +43,29 @@ def generate_tokens(
         yield GeneratedToken(token_id, logprob)
 
 
+def model_vocab_size(model: Any) -> int | None:
+    """The number of token ids the model reads (`model.config.vocab_size`), or None if it does not say."""
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    return size if isinstance(size, int) else None
+
+
+def check_prompt_vocabulary(n: int, prompt_ids: Sequence[int], vocab_size: int | None) -> None:
+    """An error naming prompt `n`'s ids that the model has no embedding for."""
+    outside = sorted({i for i in prompt_ids if vocab_size is not None and i >= vocab_size})
+    if outside:
+        raise LmlabError(f"prompt {n} holds token id(s) {outside[:10]} outside the model's vocabulary of "
+                         f"{vocab_size} tokens: encode the prompt with the model's own tokenizer")
+
+
+def check_single_sequence(config: GenerationConfig) -> None:
+    """This loop makes one sequence a token at a time: beams and several sequences need the batch decoders."""
+    if config.num_beams > 1 or config.num_return_sequences > 1:
+        raise LmlabError(
+            f"token-by-token generation (streaming) makes one sequence, but num_beams={config.num_beams} and "
+            f"num_return_sequences={config.num_return_sequences} were asked for: set both to 1, or generate "
+            "without streaming")
+
+
 def model_device(model: Any) -> torch.device:
     """Where the model's tensors live: `model.device`, else its first parameter or buffer, else CPU."""
     device = getattr(model, "device", None)
@@ -62,6 +85,7 @@ def _decode(
     config = GenerationConfig() if config is None else config
     if not isinstance(config, GenerationConfig):
         raise LmlabError(f"config must be a GenerationConfig, got {type(config).__name__}")
+    check_single_sequence(config)
     prompt_ids = list(prompt_ids)
     if not prompt_ids:
         raise LmlabError("the prompt is empty: give at least one token to continue from")
@@ -88,6 +112,9 @@ def _decode(
         ids[0, :length] = torch.tensor(prompt_ids, dtype=torch.long)
     except (TypeError, RuntimeError, OverflowError) as e:
         raise LmlabError(f"prompt ids must be a list of integer token ids ({e})") from None
+    if bool((ids[0, :length] < 0).any()):
+        raise LmlabError(f"prompt ids must be token ids >= 0, got {prompt_ids[:10]!r}")
+    check_prompt_vocabulary(0, prompt_ids, model_vocab_size(model))
     with torch.inference_mode():
         window = length if context_len is None else min(length, context_len)
         logits, state = model.step(ids[:, length - window : length], None)  # (1, V)

@@ -16,7 +16,7 @@ import regex
 
 from lmlab.errors import LmlabError
 from lmlab.generate.config import GenerationConfig
-from lmlab.generate.loop import generate_ids
+from lmlab.generate.loop import check_single_sequence, generate_ids
 
 # Prompt tokens kept as decoding context, so tokenizers that decode a lone token differently
 # (a dropped leading space, a word joiner) still give the right first delta.
@@ -138,8 +138,11 @@ class GenerationResult:
 
 
 def generate_text(model: Any, tokenizer: Any, prompt: str, config: GenerationConfig | None = None) -> Iterator[str]:
-    """Yield the generated text in non-empty deltas as it is produced."""
-    yield from _generate(model, tokenizer, prompt, config, outcome={})
+    """The generated text in non-empty deltas as it is produced (options are checked now, not at
+    the first delta)."""
+    if isinstance(config, GenerationConfig):
+        check_single_sequence(config)
+    return _generate(model, tokenizer, prompt, config, outcome={})
 
 
 def generate(model: Any, tokenizer: Any, prompt: str, config: GenerationConfig | None = None) -> GenerationResult:

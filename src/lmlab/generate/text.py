@@ -54,7 +54,9 @@ def prompt_ids(tokenizer: Any, prompts: Prompts) -> list[list[int]]:
     if not isinstance(prompts, Sequence) or not prompts:
         raise LmlabError("give a prompt: a string, a list of strings, or token ids")
     result = []
-    for prompt in prompts:
+    for n, prompt in enumerate(prompts):
+        if not isinstance(prompt, (str, Sequence)):
+            raise LmlabError(f"prompt {n} must be a string or a list of token ids, got {prompt!r:.80}")
         ids = tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not ids:
             if tokenizer.eot_id is None:
