@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +30,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+_TEMPORARY = re.compile(r"\.[^/]+\.[a-z0-9_]{8}\.tmp")  # what atomic_write's mkstemp names look like
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that a process killed in the middle of `atomic_write` left in
+    `directory` and its subfolders; returns them. Call it only where no write is in progress."""
+    removed = []
+    for path in Path(directory).rglob(".*.tmp"):
+        if _TEMPORARY.fullmatch(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -109,7 +109,11 @@ def _load_run(path: Path) -> Bundle:
     except KeyError as e:
         raise LmlabError(f"{path}/config.json lacks {e}; the run directory is damaged") from None
     load_model_weights(path, model)
-    return Bundle(model=model, tokenizer=load_tokenizer(path / TOKENIZER_FILE), config=config, path=path)
+    tokenizer = load_tokenizer(path / TOKENIZER_FILE)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise LmlabError(f"{path / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but the model reads "
+                         f"{model.config.vocab_size}: the tokenizer is not the one this run was trained with")
+    return Bundle(model=model, tokenizer=tokenizer, config=config, path=path)
 
 
 ARPA_SUFFIXES = (".arpa", ".arpa.gz")
@@ -174,6 +178,9 @@ def export_hf(run_dir: str | Path, out_dir: str | Path) -> list[str]:
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     config = read_run_config(run_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise LmlabError(f"{out_dir} already exists and is not an empty folder; export to a new one "
+                         "(lmlab never writes over files it did not make)")
     if config["model"]["family"] != "gpt":
         raise LmlabError(f"only GPT runs export to Hugging Face format; {run_dir} is a {config['model']['family']} run")
     tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)

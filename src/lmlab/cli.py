@@ -17,10 +17,20 @@ from lmlab.runtime import keep_freed_memory
 EXIT_USAGE = 2
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `error: ...` and where to look, then exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
 
 
@@ -38,10 +48,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                        description="Train a model on a text file or folder (default: Tiny Shakespeare, "
                                    "shipped with lmlab) into --out. The last 10%% is validation unless "
                                    "--val-data is given.")
-    p.add_argument("--model", default="gpt", choices=list(FAMILIES), help="model family (default: gpt)")
+    p.add_argument("--model", choices=list(FAMILIES), help="model family (default: gpt)")
     p.add_argument("--data", help="training text: a file or a folder of .txt files (default: Tiny Shakespeare)")
     p.add_argument("--val-data", help="validation text (default: the last 10%% of --data)")
-    p.add_argument("--tokenizer", default="char",
+    p.add_argument("--tokenizer",
                    help=f"{' | '.join(TOKENIZERS)} | PATH.json of a saved tokenizer (default: char)")
     p.add_argument("--vocab-size", type=_positive_int,
                    help="vocabulary size for --tokenizer bpe / word (word: the most frequent words, "
@@ -100,18 +110,18 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_train)
 
 
-def _tokenizer_options(args: argparse.Namespace) -> dict:
+def _tokenizer_options(args: argparse.Namespace, tokenizer: str) -> dict:
     """The tokenizer flags that were given, under the names the tokenizer's `train` takes."""
     word = {"split_punctuation": None if args.word_split is None else args.word_split == "punctuation",
             "lowercase": args.lowercase, "min_freq": args.min_freq, "eos_per_line": args.eos_per_line}
     given = {k: v for k, v in word.items() if v is not None}
-    if given and args.tokenizer != "word":
+    if given and tokenizer != "word":
         flags = {"split_punctuation": "--word-split", "lowercase": "--lowercase", "min_freq": "--min-freq",
                  "eos_per_line": "--no-eos-per-line"}
         raise LmlabError(f"{', '.join(flags[k] for k in given)} {'is' if len(given) == 1 else 'are'} only for "
-                         f"--tokenizer word (got --tokenizer {args.tokenizer})")
+                         f"--tokenizer word (got --tokenizer {tokenizer})")
     if args.vocab_size:
-        given["max_vocab" if args.tokenizer == "word" else "vocab_size"] = args.vocab_size
+        given["max_vocab" if tokenizer == "word" else "vocab_size"] = args.vocab_size
     return given
 
 
@@ -123,13 +133,18 @@ def run_train(args: argparse.Namespace) -> None:
     train_keys = ("batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
                   "max_steps", "epochs", "optimizer", "schedule", "lr_decay", "lr_decay_start", "bptt",
                   "eval_every", "seed", "precision")
-    tokenizer_options = _tokenizer_options(args)
+    model, tokenizer = args.model or "gpt", args.tokenizer or "char"
+    tokenizer_options = _tokenizer_options(args, tokenizer)
+    given = [k for k in model_keys if getattr(args, k) is not None]
     if args.resume:
-        given = [k for k in model_keys if getattr(args, k) is not None]
-        if given or args.data or args.preset or tokenizer_options:
-            raise LmlabError("--resume continues a run with its own data and model settings; "
-                             "drop --data/--preset/model flags (only --max-steps or --epochs may change)")
-    result = train(args.data, out=args.out, model=args.model, tokenizer=args.tokenizer, preset=args.preset,
+        if (given or args.data or args.val_data or args.preset or args.model or args.tokenizer
+                or tokenizer_options):
+            raise LmlabError("--resume continues a run with its own data, tokenizer and model settings; drop "
+                             "--data/--val-data/--model/--tokenizer/--preset and model flags (only --max-steps "
+                             "or --epochs may change)")
+    else:
+        _check_family_flags(model, given, args)
+    result = train(args.data, out=args.out, model=model, tokenizer=tokenizer, preset=args.preset,
                    val_data=args.val_data, model_overrides={k: getattr(args, k) for k in model_keys},
                    train_overrides={k: getattr(args, k) for k in train_keys},
                    tokenizer_options=tokenizer_options, resume=args.resume, progress=not args.quiet)
@@ -142,6 +157,22 @@ def run_train(args: argparse.Namespace) -> None:
         print(f"trained {result.parameters:,} parameters for {result.steps} steps in {result.wall_s:.1f} s "
               f"({result.tokens_per_s:,.0f} tokens/s): train loss {result.train_loss:.4f}, val loss {val}")
         print(f"run directory: {result.out}   next: lmlab generate {result.out} --prompt \"...\"")
+
+
+def _check_family_flags(family: str, given: list[str], args: argparse.Namespace) -> None:
+    """Model flags must be ones the family has (--order means nothing to a GPT); --k is add-k's."""
+    import dataclasses
+
+    from lmlab.models import FAMILIES
+
+    fields = {f.name for f in dataclasses.fields(FAMILIES[family].config_class)}
+    wrong = [k for k in given if k not in fields]
+    if wrong:
+        flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
+        raise LmlabError(f"{flags} {'does' if len(wrong) == 1 else 'do'} not apply to --model {family}; "
+                         f"see `lmlab train --help` for which family each flag is for")
+    if args.k is not None and args.smoothing != "add-k":
+        raise LmlabError(f"--k is the pseudo-count of --smoothing add-k (got --smoothing {args.smoothing or 'mkn'})")
 
 
 # --- generate ----------------------------------------------------------------------------------
@@ -405,7 +436,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmlab", description="Language models from n-grams to transformers.")
+    parser = Parser(prog="lmlab", description="Language models from n-grams to transformers.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in COMMANDS:
         add(sub)
@@ -426,6 +457,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a path that is a folder, a full disk, no permission: the user's to fix
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 

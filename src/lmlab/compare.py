@@ -14,6 +14,7 @@ from typing import Sequence
 
 from lmlab.atomic import atomic_write_text
 from lmlab.bundle import load
+from lmlab.errors import LmlabError
 from lmlab.evaluate import perplexity
 from lmlab.io.checkpoint import METRICS_FILE
 from lmlab.viz.bars import plot_bars
@@ -72,10 +73,35 @@ def markdown_table(rows: Sequence[ComparisonRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
+OUTPUT_SUFFIXES = (".md", ".json", ".png")
+
+
+def output_paths(out_prefix: str | Path) -> list[Path]:
+    """PREFIX.md, PREFIX.json and PREFIX.png (a PREFIX given with one of those suffixes loses it)."""
+    text = str(out_prefix)
+    for suffix in OUTPUT_SUFFIXES:
+        text = text.removesuffix(suffix)
+    if not Path(text).name:
+        raise LmlabError(f"--out needs a file name prefix such as results/compare, got {str(out_prefix)!r}")
+    return [Path(text + suffix) for suffix in OUTPUT_SUFFIXES]
+
+
+def _is_comparison(path: Path) -> bool:
+    """Whether `path` is a JSON table that `write_comparison` wrote."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(rows, list) and all(isinstance(r, dict) and "bits_per_byte" in r for r in rows)
+
+
 def write_comparison(rows: Sequence[ComparisonRow], out_prefix: str | Path) -> list[Path]:
-    """Write PREFIX.md, PREFIX.json and PREFIX.png; returns the paths."""
-    prefix = Path(out_prefix)
-    paths = [prefix.with_suffix(".md"), prefix.with_suffix(".json"), prefix.with_suffix(".png")]
+    """Write PREFIX.md, PREFIX.json and PREFIX.png; returns the paths. Files already there are
+    replaced only when they are an earlier comparison (PREFIX.json is one): never a user's own."""
+    paths = output_paths(out_prefix)
+    existing = [p for p in paths if p.exists()]
+    if existing and not _is_comparison(paths[1]):
+        raise LmlabError(f"{existing[0]} already exists and is not an lmlab comparison; choose another --out")
     atomic_write_text(paths[0], markdown_table(rows))
     atomic_write_text(paths[1], json.dumps([asdict(r) for r in rows], indent=2) + "\n")
     plot_bars([Path(r.run).name for r in rows], [r.bits_per_byte for r in rows], paths[2],

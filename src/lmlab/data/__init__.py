@@ -129,9 +129,16 @@ class TokenStream:
 
     @classmethod
     def open(cls, path: str | Path) -> "TokenStream":
-        meta = json.loads(Path(str(path) + ".json").read_text())
-        dtype = np.dtype(meta["dtype"])
-        if Path(path).stat().st_size == 0:
+        """Map a token file written by `tokenize_to_file`; LmlabError if it or its .json is damaged."""
+        try:
+            meta = json.loads(Path(str(path) + ".json").read_text(encoding="utf-8"))
+            dtype = np.dtype(meta["dtype"])
+            size = Path(path).stat().st_size
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise LmlabError(f"the token file {path} or its .json is unreadable ({e})") from None
+        if dtype not in (np.dtype(np.uint16), np.dtype(np.uint32)) or size % dtype.itemsize:
+            raise LmlabError(f"the token file {path} is damaged ({size} bytes of {dtype.name})")
+        if size == 0:
             return cls(np.zeros(0, dtype=dtype))
         return cls(np.memmap(path, dtype=dtype, mode="r"))
 

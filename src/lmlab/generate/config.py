@@ -20,6 +20,7 @@ from lmlab.errors import LmlabError
 PENALTY_RANGE = (-2.0, 2.0)  # presence_penalty, frequency_penalty
 LOGIT_BIAS_RANGE = (-100.0, 100.0)
 MAX_TOP_LOGPROBS = 20
+MIN_TEMPERATURE = 1e-6  # below it, logits / temperature overflows float32: use 0 for greedy
 
 
 def _is_int(value: Any) -> bool:
@@ -157,8 +158,9 @@ class GenerationConfig:
                 raise LmlabError(f"{name} must be an integer >= 0, got {value!r}")
         if self.do_sample is not None and not isinstance(self.do_sample, bool):
             raise LmlabError(f"do_sample must be true, false or unset, got {self.do_sample!r}")
-        if not _is_number(self.temperature) or self.temperature < 0:
-            raise LmlabError(f"temperature must be a number >= 0 (0 means greedy), got {self.temperature!r}")
+        if not _is_number(self.temperature) or self.temperature < 0 or 0 < self.temperature < MIN_TEMPERATURE:
+            raise LmlabError(f"temperature must be 0 (greedy) or a number >= {MIN_TEMPERATURE:g}, "
+                             f"got {self.temperature!r}")
         if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 0):
             raise LmlabError(f"top_k must be an integer >= 0 (0 or None turns it off), got {self.top_k!r}")
         if self.top_p is not None and (not _is_number(self.top_p) or not 0 < self.top_p <= 1):
@@ -222,8 +224,8 @@ class GenerationConfig:
             raise LmlabError(f"top_logprobs={top} needs logprobs=true")
 
     def _check_stopping(self) -> None:
-        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
-            raise LmlabError(f"seed must be an integer >= 0 or None, got {self.seed!r}")
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
+            raise LmlabError(f"seed must be an integer in [0, 2**63) or None, got {self.seed!r}")
         stop = (self.stop,) if isinstance(self.stop, str) else () if self.stop is None else self.stop
         try:
             stop = tuple(stop)

@@ -43,15 +43,38 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
                          f"point at the --out directory of `lmlab train`")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LmlabError(f"{path} is not valid JSON ({e}); the run directory is damaged") from None
-    version = config.get("format_version")
-    if not isinstance(version, int):
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise LmlabError(f"{path} is not readable JSON ({e}); the run directory is damaged") from None
+    version = config.get("format_version") if isinstance(config, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool):
         raise LmlabError(f"{path} has no format_version; it was not written by lmlab")
     if version > FORMAT_VERSION:
         raise LmlabError(f"{run_dir} was written by a newer lmlab (format {version}, this one reads up to "
                          f"{FORMAT_VERSION}); upgrade with `pip install -U lmlab`")
+    _check_sections(config, path)
     return config
+
+
+def _check_sections(config: dict[str, Any], path: Path) -> None:
+    """config.json's sections have the shape lmlab wrote: model {family, config}, tokenizer, train, data."""
+    model = config.get("model")
+    problem = None
+    if not isinstance(model, dict) or not isinstance(model.get("family"), str) or not isinstance(model.get("config"), dict):
+        problem = '"model" must hold a "family" name and a "config" object'
+    else:
+        problem = next((f'"{name}" must be an object' for name in ("tokenizer", "train", "data")
+                        if not isinstance(config.get(name, {}), dict)), None)
+    if problem:
+        raise LmlabError(f"{path} is damaged: {problem}; restore it or train the run again")
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The training step a safetensors checkpoint was saved at (from its header), or None if unreadable."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            return int(json.loads((f.metadata() or {}).get("step", "null")))
+    except (SafetensorError, OSError, ValueError, TypeError):
+        return None
 
 
 def _unique_storage(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -85,9 +108,9 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         tensors = load_file(path)
         with safe_open(path, framework="pt") as f:
             raw_meta = f.metadata() or {}
-    except (SafetensorError, OSError) as e:
+        meta = {key: json.loads(value) for key, value in raw_meta.items()}
+    except (SafetensorError, OSError, ValueError) as e:
         raise LmlabError(f"{path} is not a readable safetensors file ({e})") from None
-    meta = {key: json.loads(value) for key, value in raw_meta.items()}
     for name, target in meta.pop("aliases", {}).items():
         tensors[name] = tensors[target]
     return tensors, meta
@@ -105,7 +128,12 @@ def load_model_weights(run_dir: str | Path, model: torch.nn.Module) -> int:
 
 
 def _load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
-    result = model.load_state_dict(tensors, strict=False)
+    try:
+        result = model.load_state_dict(tensors, strict=False)
+    except RuntimeError as e:  # shapes that differ from config.json's
+        first = str(e).strip().splitlines()[-1].strip()
+        raise LmlabError(f"{source} does not fit the model in config.json ({first}); the run directory is "
+                         "inconsistent") from None
     if result.missing_keys or result.unexpected_keys:
         raise LmlabError(f"{source} does not fit the model in config.json (missing: {result.missing_keys[:3]}, "
                          f"unexpected: {result.unexpected_keys[:3]}); the run directory is inconsistent")

@@ -30,6 +30,7 @@ from lmlab.models.ngram_smoothing import (ADDITIVE, SMOOTHINGS, BackoffTables, c
                                           sentence_stream)
 
 FROM_ARPA = "arpa"  # the smoothing of a model read from an ARPA file: its tables came as they are
+MAX_ORDER = 32
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class NGramConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise LmlabError(f"{name} must be a positive integer, got {value!r}")
+        if self.order > MAX_ORDER:
+            raise LmlabError(f"order must be at most {MAX_ORDER}, got {self.order} (every order up to n is "
+                             "counted and stored; 3 to 6 is usual for words, up to ~12 for characters)")
         if self.smoothing not in SMOOTHINGS and self.smoothing != FROM_ARPA:
             raise LmlabError(f"smoothing must be one of {', '.join(SMOOTHINGS)}, got {self.smoothing!r}")
         if not isinstance(self.k, (int, float)) or not math.isfinite(self.k) or self.k <= 0:

@@ -58,6 +58,8 @@ def build_tokenizer(spec: str, text: str | None = None, **options: Any) -> Token
         path = path / "tokenizer.json"
     if path.suffix == ".json" or path.is_file():
         return load(path)
+    if path.is_dir():
+        raise LmlabError(f"{path} is a folder without a tokenizer.json; give a run directory or a saved tokenizer .json")
     raise LmlabError(f"unknown tokenizer {spec!r}: choose one of {', '.join(TOKENIZERS)}, or give the path of a saved tokenizer .json")
 
 

@@ -80,7 +80,7 @@ def load(path: str | Path) -> Tokenizer:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LmlabError(f"tokenizer file {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
         raise LmlabError(f"{path} is not a tokenizer JSON file ({e}); save one with Tokenizer.save") from None
     if not isinstance(data, dict) or "kind" not in data:
         raise LmlabError(f"{path} is not an lmlab tokenizer file (no 'kind' field)")

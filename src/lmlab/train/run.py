@@ -15,7 +15,9 @@ import torch
 
 from lmlab.data import TokenStream, default_corpus_path, read_corpus, split_text, tokenize_to_file
 from lmlab.errors import LmlabError
-from lmlab.io.checkpoint import TOKENIZER_FILE, read_run_config, write_run_config
+from lmlab.atomic import remove_stale_temporaries
+from lmlab.io.checkpoint import (MODEL_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, checkpoint_step, read_run_config,
+                                 write_run_config)
 from lmlab.models import FAMILIES, PRESET_FAMILY, PRESETS, build_model
 from lmlab.tokenize import build_tokenizer
 from lmlab.tokenize import load as load_tokenizer
@@ -60,12 +62,30 @@ def _load_split(data: str | None, val_data: str | None, val_fraction: float) -> 
     return split_text(text, val_fraction)
 
 
+def _open_token_caches(run_dir: Path, data: dict[str, Any]) -> tuple[TokenStream, TokenStream] | None:
+    """The run's memmapped token files, or None when one is missing, unreadable or not the length
+    config.json recorded (a damaged cache must not give a wrong score)."""
+    streams = []
+    for name in ("train", "val"):
+        path = run_dir / CACHE_DIR / f"{name}.bin"
+        if not (path.exists() and Path(str(path) + ".json").exists()):
+            return None
+        try:
+            stream = TokenStream.open(path)
+        except LmlabError:
+            return None
+        if len(stream) != data.get(f"{name}_tokens"):
+            return None
+        streams.append(stream)
+    return streams[0], streams[1]
+
+
 def _token_caches(run_dir: Path, config: dict[str, Any], tokenizer: Any) -> tuple[TokenStream, TokenStream]:
-    """Open the run's memmapped token files, (re)building them from the corpus when missing."""
-    paths = {name: run_dir / CACHE_DIR / f"{name}.bin" for name in ("train", "val")}
+    """Open the run's memmapped token files, (re)building them from the corpus when missing or damaged."""
     data = config["data"]
-    if all(p.exists() and Path(str(p) + ".json").exists() for p in paths.values()):
-        return TokenStream.open(paths["train"]), TokenStream.open(paths["val"])
+    streams = _open_token_caches(run_dir, data)
+    if streams is not None:
+        return streams
     train_text, val_text = _load_split(data["path"], data["val_path"], data["val_fraction"])
     if _digest(train_text) != data["train_sha256"]:
         raise LmlabError(f"the training data at {data['path']} changed since this run started; "
@@ -78,6 +98,20 @@ def _write_token_caches(run_dir: Path, tokenizer: Any, train_text: str, val_text
     cache = run_dir / CACHE_DIR
     return tuple(tokenize_to_file(text, tokenizer.encode_array, tokenizer.vocab_size, cache / f"{name}.bin")
                  for name, text in (("train", train_text), ("val", val_text)))
+
+
+def _check_new_run_dir(run_dir: Path) -> None:
+    """A new run is written only into a folder that does not exist yet or is empty: lmlab never
+    writes over, or cleans up after itself among, files it did not make."""
+    if (run_dir / "config.json").exists():
+        raise LmlabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LmlabError(f"--out {run_dir} is a file; give a new folder for the run")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise LmlabError(f"--out {run_dir} is a folder that already holds files; give a new or empty folder "
+                         "(lmlab never writes a run among other files)")
+    if any(parent.exists() and not parent.is_dir() for parent in run_dir.parents):
+        raise LmlabError(f"--out {run_dir} lies under a file, not a folder; give a folder path")
 
 
 def _remove_token_caches(run_dir: Path) -> None:
@@ -130,8 +164,7 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
     run_dir = Path(out)
     if resume:
         return _resume(run_dir, train_overrides or {}, progress)
-    if (run_dir / "config.json").exists():
-        raise LmlabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    _check_new_run_dir(run_dir)
     if model not in FAMILIES:
         raise LmlabError(f"unknown model family {model!r}; choose one of: {', '.join(FAMILIES)}")
     train_given = {k: v for k, v in (train_overrides or {}).items() if v is not None}
@@ -148,8 +181,14 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
     if model == "ngram":  # a line end (<eos>) is the n-gram's sentence end
         options.setdefault("eos_id", tok.special_tokens.get("<eos>"))
     torch.manual_seed(train_config.seed)
-    net = build_model(model, options)  # validates the model options before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
+    net = _build(model, options)  # validates the model options before anything is written
+    if _counted(net) and train_given:
+        raise LmlabError(f"--model {model} is counted in one pass, not trained by steps: drop the training options "
+                         f"({', '.join(sorted(train_given))})")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LmlabError(f"cannot create the run directory {run_dir}: {e.strerror or e}") from None
     train_stream, val_stream = _write_token_caches(run_dir, tok, train_text, val_text)
     recurrent = getattr(net, "recurrent", False)
     try:
@@ -178,6 +217,14 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
     return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, progress=progress))
 
 
+def _build(family: str, options: dict[str, Any]) -> torch.nn.Module:
+    try:
+        return build_model(family, options)
+    except (RuntimeError, MemoryError) as e:  # sizes past the machine's memory
+        raise LmlabError(f"cannot build this {family} model ({str(e).splitlines()[0][:200]}); "
+                         "use smaller sizes") from None
+
+
 def _counted(net: torch.nn.Module) -> bool:
     """Count-based families (n-gram) are estimated in one pass instead of by gradient steps."""
     return hasattr(net, "token_log_probs")
@@ -196,11 +243,14 @@ def _resume(run_dir: Path, train_overrides: dict[str, Any], progress: bool) -> R
     train_config = dataclasses.replace(TrainConfig.from_dict(config["train"]), **changes)
     tok = load_tokenizer(run_dir / TOKENIZER_FILE)
     torch.manual_seed(train_config.seed)  # the same initial weights as a fresh run, if no checkpoint exists
-    net = build_model(config["model"]["family"], config["model"]["config"])
+    net = _build(config["model"]["family"], config["model"]["config"])
+    remove_stale_temporaries(run_dir)  # left by a kill in the middle of an atomic write
     train_stream, val_stream = _token_caches(run_dir, config, tok)
     if "epochs" in changes and changes["epochs"] is not None:
         train_config = dataclasses.replace(
             train_config, max_steps=steps_for_epochs(net, train_stream, train_config, train_config.epochs))
+    if not _counted(net):
+        _check_resumable(run_dir, train_config.max_steps)
     if changes:
         config["train"] = train_config.to_dict()
         write_run_config(run_dir, {k: v for k, v in config.items() if k != "format_version"})
@@ -208,6 +258,22 @@ def _resume(run_dir: Path, train_overrides: dict[str, Any], progress: bool) -> R
         return _finish(run_dir, net, fit_counts(net, train_stream, val_stream, run_dir))
     return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, resume=True,
                                      progress=progress))
+
+
+def _check_resumable(run_dir: Path, max_steps: int) -> None:
+    """Resuming needs train_state.safetensors once the model has trained, and never goes backwards."""
+    state_step = checkpoint_step(run_dir / TRAIN_STATE_FILE) if (run_dir / TRAIN_STATE_FILE).exists() else None
+    if (run_dir / TRAIN_STATE_FILE).exists() and state_step is None:
+        raise LmlabError(f"{run_dir / TRAIN_STATE_FILE} is damaged, so the run cannot continue exactly; "
+                         f"its weights in {MODEL_FILE} still load for eval and generate")
+    model_step = checkpoint_step(run_dir / MODEL_FILE) if (run_dir / MODEL_FILE).exists() else None
+    if state_step is None and model_step:
+        raise LmlabError(f"{run_dir} has weights trained for {model_step} steps but no {TRAIN_STATE_FILE} "
+                         "(optimizer and data position), so it cannot continue; it still loads for eval and "
+                         "generate, or train a new run with another --out")
+    if state_step is not None and max_steps < state_step:
+        raise LmlabError(f"{run_dir} has already trained for {state_step} steps; --max-steps can only be raised "
+                         f"(give {state_step} or more)")
 
 
 def _finish(run_dir: Path, net: torch.nn.Module, result: FitResult) -> RunResult:

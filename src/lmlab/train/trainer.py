@@ -72,6 +72,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < (0 if name == "max_steps" else 1):
                 raise LmlabError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+            raise LmlabError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
             raise LmlabError(f"epochs must be a positive integer, got {self.epochs!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -186,14 +188,19 @@ def _restore_carry(tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]
 
 def _restore_state(model: nn.Module, optimizer: torch.optim.Optimizer, batch_rng: torch.Generator,
                    tensors: dict[str, torch.Tensor]) -> None:
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
-    params = dict(model.named_parameters())
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            name, slot = key[6:].rsplit(".", 1)
-            optimizer.state[params[name]][slot] = value.clone()
-    torch.set_rng_state(tensors["rng.torch"])
-    batch_rng.set_state(tensors["rng.batches"])
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
+        params = dict(model.named_parameters())
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                name, slot = key[6:].rsplit(".", 1)
+                optimizer.state[params[name]][slot] = value.clone()
+        torch.set_rng_state(tensors["rng.torch"])
+        batch_rng.set_state(tensors["rng.batches"])
+    except (RuntimeError, KeyError, ValueError) as e:
+        detail = str(e).strip().splitlines()[-1].strip() if str(e).strip() else repr(e)
+        raise LmlabError(f"{TRAIN_STATE_FILE} does not belong to the model in config.json ({detail}); "
+                         "the run directory is inconsistent and cannot continue") from None
 
 
 class Metrics:
@@ -210,12 +217,12 @@ class Metrics:
         if not self.path.exists():
             return []
         rows = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a crash
-            if row.get("step", 0) <= keep_until_step:
+            if isinstance(row, dict) and isinstance(row.get("step", 0), (int, float)) and row.get("step", 0) <= keep_until_step:
                 rows.append(row)
         return rows
 
@@ -250,6 +257,8 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
         _restore_state(model, optimizer, batch_rng, tensors)
         carry = _restore_carry(tensors)
         start_step = int(meta["step"])
+    if start_step > config.max_steps:
+        raise LmlabError(f"{run_dir} has already trained for {start_step} steps, more than max_steps={config.max_steps}")
     metrics = Metrics(run_dir, keep_until_step=start_step)
 
     def checkpoint(step: int) -> None:
