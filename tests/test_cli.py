@@ -226,3 +226,124 @@ def test_word_tokenizer_flags_reach_the_tokenizer(tmp_path: Path, capsys: pytest
     assert main([*args[:7], "--tokenizer", "char", "--lowercase", "--out", str(tmp_path / "bad")]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: --lowercase is only for --tokenizer word") and not (tmp_path / "bad").exists()
+
+
+# --- nothing a user made is lost; damaged run directories are caught ---------------------------------
+
+
+def error_of(capsys: pytest.CaptureFixture, *args: str) -> str:
+    """Run `lmlab ARGS` in-process; it must fail with exit code 2 and one `error:` line, returned."""
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def copy_run(trained, tmp_path: Path, name: str = "copy") -> Path:
+    return Path(shutil.copytree(trained[0], tmp_path / name))
+
+
+def test_train_never_writes_into_a_folder_holding_other_files(tmp_path: Path, capsys, tiny_text: str):
+    (tmp_path / "corpus.txt").write_text(tiny_text, encoding="utf-8")
+    mine = tmp_path / "mine"
+    (mine / "cache").mkdir(parents=True)
+    (mine / "cache" / "train.bin").write_text("precious")
+    (mine / "model.safetensors").write_text("precious too")
+    train = ["train", "--data", str(tmp_path / "corpus.txt"), *TRAIN_ARGS, "--quiet", "--out"]
+    assert "already holds files" in error_of(capsys, *train, str(mine))
+    assert (mine / "cache" / "train.bin").read_text() == "precious"
+    assert (mine / "model.safetensors").read_text() == "precious too"
+    assert "is a file" in error_of(capsys, *train, str(tmp_path / "corpus.txt"))
+    assert "under a file" in error_of(capsys, *train, str(tmp_path / "corpus.txt" / "run"))
+    (tmp_path / "one.txt").write_text("abcdefghij" * 3, encoding="utf-8")  # too short for a window: fails after mkdir
+    assert "training data" in error_of(capsys, "train", "--data", str(tmp_path / "one.txt"), "--out",
+                                       str(tmp_path / "new"), "--quiet")
+    assert not (tmp_path / "new").exists()
+
+
+def test_resume_refuses_what_would_lose_training(trained, tmp_path: Path, capsys):
+    run = copy_run(trained, tmp_path)
+    assert "only be raised" in error_of(capsys, "train", "--out", str(run), "--resume", "--max-steps", "5")
+    for flags in (["--model", "lstm"], ["--tokenizer", "bpe"], ["--val-data", "x.txt"]):
+        assert "--resume continues" in error_of(capsys, "train", "--out", str(run), "--resume", *flags)
+    weights = (run / "model.safetensors").read_bytes()
+    (run / "train_state.safetensors").unlink()
+    assert "trained for 20 steps" in error_of(capsys, "train", "--out", str(run), "--resume", "--max-steps", "30")
+    assert (run / "model.safetensors").read_bytes() == weights
+
+
+def test_resume_removes_temporaries_a_kill_left(trained, tmp_path: Path, capsys):
+    run = copy_run(trained, tmp_path)
+    (run / ".train_state.safetensors.ab12cd_3.tmp").write_bytes(b"half")
+    (run / "cache" / ".val.bin.zz99yy88.tmp").write_bytes(b"half")
+    (run / "notes.tmp").write_text("mine")
+    assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 0
+    assert sorted(p.name for p in run.rglob("*.tmp")) == ["notes.tmp"]
+
+
+def test_a_damaged_token_cache_is_rebuilt_not_trusted(trained, tmp_path: Path, capsys):
+    run = copy_run(trained, tmp_path)
+    assert main(["eval", str(run), "--json"]) == 0
+    expected = one_json_object(capsys.readouterr().out)
+    (run / "cache" / "val.bin").write_bytes((run / "cache" / "val.bin").read_bytes()[:100])
+    assert main(["eval", str(run), "--json"]) == 0
+    assert one_json_object(capsys.readouterr().out) == expected
+    (run / "cache" / "val.bin.json").write_text("{not json")
+    assert main(["eval", str(run), "--json"]) == 0
+    assert one_json_object(capsys.readouterr().out) == expected
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda c: [1, 2], "format_version"),
+    (lambda c: {**c, "model": "gpt"}, '"model"'),
+    (lambda c: {**c, "model": {**c["model"], "config": None}}, '"model"'),
+    (lambda c: {**c, "data": None}, '"data"'),
+    (lambda c: {**c, "model": {**c["model"], "config": {**c["model"]["config"], "d_model": 64}}}, "does not fit"),
+])
+def test_damaged_config_json_is_one_error_line(trained, tmp_path: Path, capsys, damage, message):
+    run = copy_run(trained, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(damage(config)))
+    assert message in error_of(capsys, "eval", str(run))
+
+
+def test_a_tokenizer_that_is_not_the_models_is_caught_at_load(trained, tmp_path: Path, capsys):
+    run = copy_run(trained, tmp_path)
+    data = json.loads((run / "tokenizer.json").read_text())
+    data["chars"] += "\u2603\u2604"  # a char tokenizer with two characters the model never saw
+    (run / "tokenizer.json").write_text(json.dumps(data))
+    assert "not the one this run was trained with" in error_of(capsys, "generate", str(run), "--prompt", "a")
+
+
+def test_folders_where_files_belong_and_bad_numbers_are_one_error_line(trained, tmp_path: Path, capsys):
+    run = copy_run(trained, tmp_path)
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").mkdir()
+    assert "metrics.jsonl" in error_of(capsys, "train", "--out", str(run), "--resume", "--max-steps", "25")
+    assert "seed" in error_of(capsys, "generate", str(trained[0]), "--seed", str(2**70))
+    assert "temperature" in error_of(capsys, "generate", str(trained[0]), "--temperature", "1e-320")
+    assert "positive integer" in error_of(capsys, "train", "--out", str(tmp_path / "x"), "--batch-size", "abc")
+    assert "--order does not apply to --model gpt" in error_of(capsys, "train", "--out", str(tmp_path / "x"),
+                                                               "--order", "3")
+    assert "--k is the pseudo-count" in error_of(capsys, "train", "--model", "ngram", "--out", str(tmp_path / "x"),
+                                                 "--k", "0.5")
+
+
+def test_export_and_compare_never_overwrite_user_files(trained, tmp_path: Path, capsys, tiny_text: str):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "model.safetensors").write_text("precious")
+    assert "not an empty folder" in error_of(capsys, "export", str(trained[0]), "--format", "hf", "--out", str(mine))
+    (tmp_path / "text.txt").write_text(tiny_text[:2000], encoding="utf-8")
+    (tmp_path / "report.md").write_text("my notes")
+    compare = ["compare", str(trained[0]), "--data", str(tmp_path / "text.txt"), "--out"]
+    assert "not an lmlab comparison" in error_of(capsys, *compare, str(tmp_path / "report"))
+    assert (tmp_path / "report.md").read_text() == "my notes"
+    assert main([*compare, str(tmp_path / "table.json")]) == 0  # a suffix is dropped, not doubled
+    assert main([*compare, str(tmp_path / "table")]) == 0  # an earlier comparison is replaced
+    assert sorted(p.name for p in tmp_path.glob("table*")) == ["table.json", "table.md", "table.png"]
