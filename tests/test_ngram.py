@@ -132,6 +132,21 @@ def test_tiny_corpus_falls_back_instead_of_failing(smoothing, order):
         assert torch.exp(logits.double()).sum().item() == pytest.approx(1.0, abs=1e-6)
 
 
+
+@pytest.mark.parametrize("smoothing", list(SMOOTHINGS))
+def test_orders_longer_than_every_sentence_still_score(smoothing):
+    """No sentence reaches the model's order, so the top tables are empty: scores still come out,
+    equal to the step distributions."""
+    model = NGramLM.build(np.array([2, EOS, 3, 2, EOS]), NGramConfig(vocab_size=5, order=5, smoothing=smoothing,
+                                                                     eos_id=EOS))
+    text = np.array([2, 3, EOS, 4, 2])
+    scores = model.token_log_probs(text)
+    for t in range(len(text)):
+        context = text[:t][text[:t].tolist().index(EOS) + 1:] if EOS in text[:t].tolist() else text[:t]
+        logits, _ = model.step(torch.tensor([[EOS, *context.tolist()]]))
+        assert scores[t] == pytest.approx(torch.log_softmax(logits.double(), -1)[0, text[t]].item(), abs=1e-5)
+
+
 # --- parity with the formulas, written plainly ----------------------------------------------------
 
 
@@ -293,6 +308,19 @@ def test_arpa_round_trip(tmp_path, smoothing, order, suffix):
     np.testing.assert_allclose(loaded.token_log_probs(ids), model.token_log_probs(ids), atol=1e-5)
     context = torch.tensor([[3, 4, 5]])
     torch.testing.assert_close(loaded.step(context)[0], model.step(context)[0], atol=1e-5, rtol=0)
+
+
+def test_arpa_words_may_hold_unicode_spaces(tmp_path):
+    """Only space, tab and line ends separate ARPA fields (as in KenLM): French "Va\u202f!" is one word."""
+    names = [*NAMES[:5], "Va\u202f!", "a\u00a0b", *NAMES[7:]]
+    model = fitted("mkn", 3)
+    write_arpa(model, tmp_path / "m.arpa", names)
+    loaded, vocab = read_arpa(tmp_path / "m.arpa")
+    assert vocab == names
+    ids = np.concatenate([as_ids(zipf_sentences(5, seed=3)), [5, 6, EOS]])
+    np.testing.assert_allclose(loaded.token_log_probs(ids), model.token_log_probs(ids), atol=1e-5)
+    with pytest.raises(LmlabError, match="hold spaces"):
+        write_arpa(model, tmp_path / "bad.arpa", [*NAMES[:5], "two words", *NAMES[6:]])
 
 
 def test_arpa_refuses_what_it_cannot_hold(tmp_path):

@@ -65,6 +65,15 @@ class NGramConfig:
         return dataclasses.asdict(self)
 
 
+def _stored(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """values[index] where index >= 0 (a stored n-gram), 0 where it is -1 (none); also when the
+    table is empty, as an order's table is when no sentence was that long."""
+    out = np.zeros(index.shape, dtype=np.float64)
+    found = index >= 0
+    out[found] = values[index[found]]
+    return out
+
+
 class NGramLM(nn.Module):
     """An n-gram model as back-off tables; untrained, it is the uniform distribution.
 
@@ -218,16 +227,16 @@ class NGramLM(nn.Module):
         result = t.log_prob[0][ids].astype(np.float64)
         if self.config.smoothing in ADDITIVE:  # the longest context seen in training decides
             for j, c in enumerate(context, 1):
-                backoff = np.where(c >= 0, t.log_backoff[j - 1][c], 0.0)
-                stored = np.where(hit[j] >= 0, t.log_prob[j][hit[j]], backoff - math.log(self.vocab_size))
+                backoff = _stored(t.log_backoff[j - 1], c)
+                stored = np.where(hit[j] >= 0, _stored(t.log_prob[j], hit[j]), backoff - math.log(self.vocab_size))
                 result = np.where(backoff != 0, stored, result)
             return result
-        backoffs = np.stack([np.where(c >= 0, t.log_backoff[j - 1][c], 0.0) for j, c in enumerate(context, 1)]
+        backoffs = np.stack([_stored(t.log_backoff[j - 1], c) for j, c in enumerate(context, 1)]
                             + [np.zeros(len(ids))])  # (order, T); the last row: the top order has none
         tail = np.cumsum(backoffs[::-1], axis=0)[::-1]  # tail[m-1] = sum of back-offs of contexts >= m words
         result += tail[0]
         for m in range(2, self.order + 1):  # the longest stored n-gram, then every longer context's back-off
-            result = np.where(hit[m - 1] >= 0, t.log_prob[m - 1][hit[m - 1]] + tail[m - 1], result)
+            result = np.where(hit[m - 1] >= 0, _stored(t.log_prob[m - 1], hit[m - 1]) + tail[m - 1], result)
         return result
 
     def log_prob(self, word: int, context: list[int] | tuple[int, ...] = ()) -> float:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import re
 from pathlib import Path
 from typing import IO, Sequence
 
@@ -31,6 +32,7 @@ from lmlab.models.ngram import FROM_ARPA, NGramConfig, NGramLM
 from lmlab.models.ngram_smoothing import ADDITIVE, BackoffTables, lookup
 
 LOG10 = math.log(10.0)
+ARPA_SPACE = " \t\r\n"  # what separates the fields of an ARPA line; any other character belongs to a word
 ZERO = -99.0  # log10 P written for <s>, which is never predicted
 MISSING = -100.0  # log10 P given to <unk> or </s> when a file lacks them (as KenLM does)
 
@@ -57,7 +59,7 @@ def write_arpa(model: NGramLM, path: str | os.PathLike, vocab: Sequence[str]) ->
                          "pass the tokenizer the model was trained with")
     eos_id = model.config.eos_id
     clash = [w for i, w in enumerate(vocab) if (w in ("<s>", "</s>") and i != eos_id) or not w
-             or any(c.isspace() for c in w)]
+             or any(c in ARPA_SPACE + "\v\f" for c in w)]
     if clash:
         raise LmlabError(f"ARPA words cannot be empty, hold spaces, or be <s>/</s> (other than <eos>): {clash[:5]}")
     names = np.array([*vocab, "<s>"], dtype=object)
@@ -122,8 +124,9 @@ def _sections(text: str, path: str | os.PathLike) -> list[tuple[np.ndarray, np.n
         block = text[start: stop if stop >= 0 else len(text)]
         tokens = block.split()
         per_line = _tokens_per_line(block)
-        if per_line.sum() != len(tokens):  # whitespace other than space, tab and CR: count line by line
-            per_line = np.fromiter((len(line.split()) for line in block.split("\n") if line.strip()), np.int64)
+        if per_line.sum() != len(tokens):  # a word holds other whitespace (NBSP, U+202F...): it stays whole,
+            stripped = block.strip(ARPA_SPACE)  # as in KenLM and SRILM
+            tokens = re.split(f"[{ARPA_SPACE}]+", stripped) if stripped else []
         if len(per_line) != expected or ((per_line != m + 1) & (per_line != m + 2)).any():
             raise LmlabError(f"{path}: the {m}-grams section does not match its header ({len(per_line)} lines for "
                              f"ngram {m}={expected}, each 'log10P w1..w{m} [backoff]')")
