@@ -277,6 +277,25 @@ def test_word_special_tokens_in_text_map_to_their_ids() -> None:
     assert tok.encode("the <unk> <eos>") == [tok.vocab.index("the"), 0, 1]
 
 
+def test_word_special_tokens_right_after_punctuation_stay_whole(tmp_path: Path) -> None:
+    tok = WordTokenizer.train("(a) end.\n", eos_per_line=True)
+    assert tok.split("(<unk>) end.<eos>--<unk>") == ["(", "<unk>", ")", "end", ".", "<eos>", "--", "<unk>"]
+    assert tok.encode("(<unk>)") == [tok.vocab.index("("), 0, tok.vocab.index(")")]
+
+
+def test_word_lone_surrogates_stay_unknown_and_the_tokenizer_saves(tmp_path: Path) -> None:
+    tok = WordTokenizer.train("a \ud800 b\n")
+    assert "\ud800" not in tok.vocab and tok.encode("\ud800") == [0]
+    tok.save(tmp_path / "tok.json")
+    assert load(tmp_path / "tok.json").vocab == tok.vocab
+
+
+@pytest.mark.parametrize("specials", [["", "<|endoftext|>"], ["<a>", "<a>"], [None]])
+def test_bpe_special_tokens_must_be_distinct_non_empty_strings(specials) -> None:
+    with pytest.raises(LmlabError, match="special_tokens"):
+        BPETokenizer.train("some text " * 20, vocab_size=300, special_tokens=specials)
+
+
 def test_word_ptb_vocabulary_is_the_standard_10k() -> None:
     path = SHARED_DATA / "ptb" / "ptb.train.txt"
     if not path.is_file():

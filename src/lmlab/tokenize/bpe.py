@@ -162,7 +162,9 @@ class BPETokenizer(ByteLevelTokenizer):
     ) -> "BPETokenizer":
         """Learn merges until `vocab_size` ids (256 bytes + special tokens + merges) or no pair
         occurs `min_frequency` times. Special tokens come first: "<|endoftext|>" is id 0."""
-        special_tokens = list(special_tokens)
+        special_tokens = [special_tokens] if isinstance(special_tokens, str) else list(special_tokens)
+        if not all(isinstance(t, str) and t for t in special_tokens) or len(set(special_tokens)) != len(special_tokens):
+            raise LmlabError(f"special_tokens must be distinct non-empty strings, got {special_tokens!r}")
         if not isinstance(vocab_size, int) or vocab_size < 256 + len(special_tokens):
             raise LmlabError(f"vocab_size must be at least 256 + {len(special_tokens)} special tokens, got {vocab_size!r}")
         hf = tokenizers.Tokenizer(models.BPE())

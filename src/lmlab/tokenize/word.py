@@ -87,7 +87,8 @@ class WordTokenizer(Tokenizer):
             raise LmlabError(f"max_vocab must be more than the {len(specials)} special tokens {specials}, got {max_vocab!r}")
         splitter = cls(specials, lowercase=lowercase, split_punctuation=split_punctuation, eos_per_line=eos_per_line)
         counts = Counter(splitter.split(text))
-        words = [w for w, n in counts.items() if n >= min_freq and w not in specials and w != "\n"]
+        words = [w for w, n in counts.items() if n >= min_freq and w not in specials and w != "\n"
+                 and _is_text(w)]  # a lone surrogate (not UTF-8) stays <unk>
         words.sort(key=lambda w: (-counts[w], w))
         if max_vocab is not None:
             words = words[: max_vocab - len(specials)]
@@ -149,13 +150,23 @@ class WordTokenizer(Tokenizer):
         return cls(data["vocab"], **{name: bool(data[name]) for name in _OPTIONS})
 
 
+def _is_text(word: str) -> bool:
+    """Whether `word` is valid Unicode text (encodes to UTF-8: no lone surrogates)."""
+    try:
+        word.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _specials(eos_per_line: bool) -> list[str]:
     return [UNK, EOS] if eos_per_line else [UNK]
 
 
 def _token_pattern(specials: list[str], split_punctuation: bool, eos_per_line: bool) -> re.Pattern[str]:
     """Newlines (if they are tokens), then special tokens kept whole, then words."""
-    words = r"\w+|[^\w\s]+" if split_punctuation else r"[^\s]+"
+    guard = "".join(f"(?!{re.escape(s)})" for s in specials)  # a punctuation run stops where "<unk>" begins
+    words = rf"\w+|(?:{guard}[^\w\s])+" if split_punctuation else r"[^\s]+"
     alternatives = [re.escape(s) for s in specials] if split_punctuation else []
     if eos_per_line:
         alternatives.insert(0, r"\n")
