@@ -183,3 +183,82 @@ def test_export_errors(tmp_path):
         write_hf_gpt2(learned.to_dict(), GPT(learned).state_dict(), run_dir)
     with pytest.raises(LmlabError, match="does not match"):
         write_hf_gpt2({**learned.to_dict(), "n_layer": 2}, GPT(learned).state_dict(), tmp_path / "b")
+
+
+# --- the tokenizer beside the weights -----------------------------------------------------------
+
+
+def hf_dir_with_tokenizer(tmp_path: Path, model_vocab: int, eos: str = "</s>", files: str = "tokenizer.json",
+                          tied_head_only: bool = False) -> tuple[Path, "object"]:
+    """A tiny random GPT-2 of `model_vocab` ids beside a byte-level BPE (as tokenizer.json or as
+    vocab.json + merges.txt) whose special token `eos` is the config's eos."""
+    from lmlab.tokenize import BPETokenizer
+
+    tok = BPETokenizer.train("the cat sat on the mat. " * 50, vocab_size=280, special_tokens=[eos])
+    eos_id = tok.special_tokens[eos]
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32, vocab_size=model_vocab,
+                                     bos_token_id=eos_id, eos_token_id=eos_id)
+    torch.manual_seed(0)
+    directory = tmp_path / "hf"
+    transformers.GPT2LMHeadModel(config).eval().save_pretrained(directory)
+    if tied_head_only:  # keep only lm_head.weight, as some tied checkpoints do
+        tensors = load_file(directory / "model.safetensors")
+        tensors["lm_head.weight"] = tensors.pop("transformer.wte.weight")
+        save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+    if files == "tokenizer.json":
+        tok.hf_tokenizer.save(str(directory / "tokenizer.json"))
+    else:
+        tok.hf_tokenizer.model.save(str(directory))  # vocab.json + merges.txt
+    return directory, tok
+
+
+@pytest.mark.parametrize("files", ["tokenizer.json", "vocab.json"])
+def test_the_directorys_own_tokenizer_and_eos_are_used(tmp_path, files):
+    import lmlab
+
+    directory, tok = hf_dir_with_tokenizer(tmp_path, model_vocab=280, files=files)
+    bundle = lmlab.load(directory)
+    assert bundle.tokenizer.encode("the cat sat") == tok.encode("the cat sat")
+    assert bundle.tokenizer.eot_id == tok.special_tokens["</s>"]  # not called <|endoftext|>, still the end
+    assert bundle.tokenizer.encode("</s>") == [tok.special_tokens["</s>"]]
+
+
+def test_padded_embedding_rows_are_never_generated_and_a_larger_tokenizer_is_refused(tmp_path):
+    import lmlab
+
+    directory, tok = hf_dir_with_tokenizer(tmp_path, model_vocab=320)
+    bundle = lmlab.load(directory)
+    assert set(range(tok.vocab_size, 320)) <= set(bundle.generation_config().suppress_tokens)
+    for seed in range(3):
+        out = bundle.generate("the cat", max_new_tokens=8, seed=seed, temperature=3.0)
+        assert all(i < tok.vocab_size for i in out.sequences[0].token_ids)
+    small, _ = hf_dir_with_tokenizer(tmp_path / "small", model_vocab=tok.vocab_size - 9)
+    with pytest.raises(LmlabError, match=f"tokenizer has {tok.vocab_size} tokens but the model only"):
+        lmlab.load(small)
+
+
+def test_tokenizers_that_are_not_byte_level_bpe_are_refused(tmp_path):
+    import tokenizers
+    from tokenizers import models, pre_tokenizers
+
+    import lmlab
+
+    directory, _ = hf_dir_with_tokenizer(tmp_path, model_vocab=280)
+    wordpiece = tokenizers.Tokenizer(models.WordPiece({"[UNK]": 0, "the": 1, "cat": 2, "##s": 3}, unk_token="[UNK]"))
+    wordpiece.pre_tokenizer = pre_tokenizers.Whitespace()
+    wordpiece.save(str(directory / "tokenizer.json"))
+    with pytest.raises(LmlabError, match="not a byte-level BPE"):
+        lmlab.load(directory)
+    (directory / "tokenizer.json").write_text("{not json")
+    with pytest.raises(LmlabError, match="not a readable tokenizer"):
+        lmlab.load(directory)
+
+
+def test_a_tied_checkpoint_with_only_the_head_loads(tmp_path):
+    import lmlab
+
+    directory, tok = hf_dir_with_tokenizer(tmp_path, model_vocab=280, tied_head_only=True)
+    ids = torch.tensor([tok.encode("the cat sat on")])
+    expected = transformers.GPT2LMHeadModel.from_pretrained(directory).eval()(ids).logits
+    got, _ = lmlab.load(directory).model(ids)
+    assert (got - expected).abs().max().item() <= TOL

@@ -26,7 +26,8 @@ from lmlab.models import build_model
 from lmlab.models.ngram_arpa import read_arpa, write_arpa
 from lmlab.models.quantize import quantize_int8
 from lmlab.tokenize import BPETokenizer, GPT2Tokenizer, Tokenizer, WordTokenizer
-from lmlab.tokenize.bpe import ByteLevelTokenizer
+from lmlab.tokenize.bpe import ByteLevelTokenizer, check_byte_level
+from lmlab.tokenize.gpt2 import byte_level_bpe_from_files
 from lmlab.tokenize import load as load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.float32}
@@ -48,8 +49,13 @@ class Bundle:
     path: Path | None = None
 
     def generation_config(self, **options: Any) -> GenerationConfig:
-        """Validate generation options (same names as Hugging Face `generate`) before any work."""
-        return GenerationConfig.from_dict(options)
+        """Validate generation options (same names as Hugging Face `generate`) before any work.
+        Ids past the tokenizer's vocabulary (a model's padded embedding rows) are never generated."""
+        config = GenerationConfig.from_dict(options)
+        padding = range(self.tokenizer.vocab_size, getattr(self.model.config, "vocab_size", 0))
+        if padding:
+            config = config.replace(suppress_tokens=sorted({*config.suppress_tokens, *padding}))
+        return config
 
     def generate(self, prompt: Prompts, *, stream: bool = False, **options: Any) -> GenerationOutput | Iterator[str]:
         """Continue a string, a list of strings, or token ids with any decoding strategy.
@@ -155,19 +161,46 @@ def _load_hf(path: Path) -> Bundle:
     if result.unexpected_keys or set(result.missing_keys) - {"lm_head.weight"}:
         raise LmlabError(f"{path}: weights do not fit a GPT-2 of this config (missing {result.missing_keys[:3]})")
     config = {"model": {"family": "gpt", "config": model_config}, "source": "huggingface"}
-    return Bundle(model=model, tokenizer=_hf_tokenizer(path, model_config["vocab_size"]), config=config, path=path)
+    tokenizer = _hf_tokenizer(path, model_config["vocab_size"], _hf_eos_id(hf_config))
+    if tokenizer.vocab_size > model_config["vocab_size"]:
+        raise LmlabError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                         f"{model_config['vocab_size']}; the directory's tokenizer is not the model's")
+    return Bundle(model=model, tokenizer=tokenizer, config=config, path=path)
 
 
-def _hf_tokenizer(path: Path, vocab_size: int) -> Tokenizer:
-    """The tokenizer beside Hugging Face weights: lmlab's own file, a byte-level tokenizer.json,
-    or, for a 50,257-token vocabulary with neither, the GPT-2 tokenizer that ships with lmlab."""
+def _hf_eos_id(hf_config: dict[str, Any]) -> int | None:
+    """The config's end-of-sequence id (the first, if it lists several)."""
+    eos = hf_config.get("eos_token_id")
+    eos = eos[0] if isinstance(eos, list) and eos else eos
+    return eos if isinstance(eos, int) and not isinstance(eos, bool) else None
+
+
+def _hf_tokenizer(path: Path, vocab_size: int, eos_id: int | None) -> Tokenizer:
+    """The tokenizer beside Hugging Face weights: lmlab's own file, a byte-level tokenizer.json, a
+    vocab.json + merges.txt pair, or, for a 50,257-token vocabulary with none, the GPT-2 tokenizer
+    that ships with lmlab. The config's eos id ends generation, whatever its token is called."""
     if (path / LMLAB_TOKENIZER_IN_HF_DIR).exists():
         return load_tokenizer(path / LMLAB_TOKENIZER_IN_HF_DIR)
     if (path / "tokenizer.json").exists():
-        return BPETokenizer(tokenizers.Tokenizer.from_file(str(path / "tokenizer.json")))
-    if vocab_size == GPT2Tokenizer().vocab_size:
+        try:
+            hf = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
+        except Exception as e:  # tokenizers raises a bare Exception for a malformed file
+            raise LmlabError(f"{path / 'tokenizer.json'} is not a readable tokenizer file ({e})") from None
+        check_byte_level(hf, path / "tokenizer.json")
+    elif (path / "vocab.json").exists() and (path / "merges.txt").exists():
+        hf = byte_level_bpe_from_files(str(path / "vocab.json"), str(path / "merges.txt"))
+    elif vocab_size == GPT2Tokenizer().vocab_size:
         return GPT2Tokenizer()
-    raise LmlabError(f"{path} has no tokenizer.json; add the tokenizer the model was trained with")
+    else:
+        raise LmlabError(f"{path} has no tokenizer.json (or vocab.json and merges.txt); add the tokenizer "
+                         "the model was trained with")
+    if eos_id is not None and eos_id < hf.get_vocab_size(with_added_tokens=True):
+        token = hf.id_to_token(eos_id)
+        if token is not None and all(33 <= ord(c) <= 126 for c in token):  # "</s>": the same in byte-level form
+            hf.add_special_tokens([token])  # matched whole in text, written back as itself
+    else:
+        eos_id = None
+    return BPETokenizer(hf, eot_id=eos_id)
 
 
 def export_hf(run_dir: str | Path, out_dir: str | Path) -> list[str]:

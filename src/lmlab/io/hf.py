@@ -221,6 +221,8 @@ def _hf_to_lmlab_names(tensors: dict[str, torch.Tensor], source: Path) -> dict[s
     if unknown:
         raise LmlabError(f"{source} holds tensors a GPT-2 model does not have ({', '.join(unknown[:3])}); "
                          f"it is not a plain GPT-2 checkpoint")
+    if lm_head is not None:
+        renamed.setdefault("tok_emb.weight", lm_head)  # a tied checkpoint may store only the head
     if lm_head is not None and not torch.equal(lm_head, renamed.get("tok_emb.weight", lm_head)):
         raise LmlabError(f"{source} has an lm_head that differs from its token embedding; "
                          f"lmlab's GPT ties them, so only tied GPT-2 models can be loaded")

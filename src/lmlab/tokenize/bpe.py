@@ -74,7 +74,8 @@ class ByteLevelTokenizer(Tokenizer):
     Hugging Face; decoding writes them back out as text.
     """
 
-    def __init__(self, hf_tokenizer: tokenizers.Tokenizer) -> None:
+    def __init__(self, hf_tokenizer: tokenizers.Tokenizer, eot_id: int | None = None) -> None:
+        """`eot_id`: the end-of-text id, if not that of "<|endoftext|>" (another model's eos)."""
         self.hf_tokenizer = hf_tokenizer
         vocab = hf_tokenizer.get_vocab(with_added_tokens=True)
         if sorted(vocab.values()) != list(range(len(vocab))):
@@ -90,6 +91,9 @@ class ByteLevelTokenizer(Tokenizer):
                 self._bytes[token_id] = bytes(byte_of[char] for char in token)
             else:
                 raise LmlabError(f"token {token!r} is not byte-level; only byte-level BPE tokenizers can be loaded here")
+        self._eot_id = self._special_tokens.get(EOT) if eot_id is None else eot_id
+        if self._eot_id is not None and not 0 <= self._eot_id < len(vocab):
+            raise LmlabError(f"the end-of-text id {self._eot_id} is outside the vocabulary of {len(vocab)} tokens")
 
     @property
     def vocab_size(self) -> int:
@@ -101,7 +105,7 @@ class ByteLevelTokenizer(Tokenizer):
 
     @property
     def eot_id(self) -> int | None:
-        return self._special_tokens.get(EOT)
+        return self._eot_id
 
     def encode(self, text: str) -> list[int]:
         try:
@@ -138,6 +142,24 @@ class ByteLevelTokenizer(Tokenizer):
         """The token as Hugging Face spells it ("Ġthe" for " the")."""
         self.decode_bytes([token_id])  # checks the range
         return self.hf_tokenizer.id_to_token(token_id)
+
+
+def check_byte_level(hf: tokenizers.Tokenizer, source: object) -> None:
+    """A Hugging Face tokenizer that lmlab can run as byte-level BPE: a BPE model whose pre-tokenizer
+    and decoder are ByteLevel (as GPT-2's); WordPiece, SentencePiece-style and others are refused
+    rather than decoded wrongly."""
+    spec = json.loads(hf.to_str())
+
+    def kinds(part: dict[str, Any] | None) -> set[str]:
+        if not part:
+            return set()
+        inner = part.get("pretokenizers") or part.get("decoders") or []
+        return {part.get("type", "")}.union(*(kinds(p) for p in inner))
+
+    if (spec.get("model") or {}).get("type") != "BPE" or "ByteLevel" not in kinds(spec.get("pre_tokenizer")) \
+            or "ByteLevel" not in kinds(spec.get("decoder")):
+        raise LmlabError(f"{source} is not a byte-level BPE tokenizer (GPT-2 style); lmlab reads only those "
+                         "from Hugging Face directories")
 
 
 class BPETokenizer(ByteLevelTokenizer):

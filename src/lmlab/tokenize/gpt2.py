@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Sequence
 
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
@@ -17,16 +17,25 @@ from lmlab.errors import LmlabError
 from lmlab.tokenize.bpe import EOT, ByteLevelTokenizer
 
 
+def byte_level_bpe_from_files(vocab: str, merges: str, special: Sequence[str] = (EOT,)) -> tokenizers.Tokenizer:
+    """A GPT-2-style tokenizer from a vocab.json and merges.txt pair; `special` tokens (already in
+    the vocabulary) are matched whole in text."""
+    try:
+        hf = tokenizers.Tokenizer(models.BPE.from_file(vocab, merges))
+    except Exception as e:  # tokenizers raises a bare Exception for unreadable files
+        raise LmlabError(f"cannot read {vocab} / {merges} as a BPE vocabulary and merges ({e})") from None
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.decoder = decoders.ByteLevel()
+    hf.add_special_tokens([token for token in special if token in hf.get_vocab()])
+    return hf
+
+
 @lru_cache(maxsize=1)
 def _gpt2_hf_tokenizer() -> tokenizers.Tokenizer:
     """Read the shipped files once; the Hugging Face tokenizer is immutable and thread-safe."""
     assets = resources.files("lmlab") / "assets" / "gpt2"
     with resources.as_file(assets / "vocab.json") as vocab, resources.as_file(assets / "merges.txt") as merges:
-        hf = tokenizers.Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
-    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    hf.decoder = decoders.ByteLevel()
-    hf.add_special_tokens([EOT])
-    return hf
+        return byte_level_bpe_from_files(str(vocab), str(merges))
 
 
 class GPT2Tokenizer(ByteLevelTokenizer):
