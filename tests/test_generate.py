@@ -463,3 +463,15 @@ def test_sampled_text_is_reproducible_with_a_seed():
     first = generate(model, ByteTokenizer(), "x", config)
     assert first == generate(model, ByteTokenizer(), "x", config)
     assert "".join(generate_text(model, ByteTokenizer(), "x", config)) == first.text
+
+
+def test_prompts_as_numpy_arrays_or_tensors_are_token_id_lists():
+    import numpy as np
+
+    from lmlab.generate.text import prompt_ids
+
+    tokenizer = ByteTokenizer()
+    assert prompt_ids(tokenizer, np.array([1, 2])) == [[1, 2]]
+    assert prompt_ids(tokenizer, torch.tensor([[1, 2], [3, 4]])) == [[1, 2], [3, 4]]
+    with pytest.raises(LmlabError, match="prompt 0"):
+        prompt_ids(tokenizer, [1.5])

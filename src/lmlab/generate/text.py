@@ -46,7 +46,10 @@ class GenerationOutput:
 
 
 def prompt_ids(tokenizer: Any, prompts: Prompts) -> list[list[int]]:
-    """Normalise any accepted prompt form to a list of token-id lists (empty -> end-of-text)."""
+    """Normalise any accepted prompt form to a list of token-id lists (empty -> end-of-text); numpy
+    arrays and tensors of ids count as lists."""
+    if hasattr(prompts, "tolist") and not isinstance(prompts, str):
+        prompts = prompts.tolist()
     if isinstance(prompts, str):
         prompts = [prompts]
     elif isinstance(prompts, Sequence) and prompts and all(isinstance(i, int) for i in prompts):
