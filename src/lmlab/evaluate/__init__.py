@@ -119,6 +119,9 @@ def perplexity(model: nn.Module, tokenizer: Any, text: str | None = None, *, str
     if len(stream) < 2:
         raise LmlabError("the evaluation text has fewer than 2 tokens; give it more text")
     nll, tokens = total_nll(model, stream, model.context_len, batch_size)
-    # Most models cannot predict the first token (nothing comes before it): its bytes are not scored.
-    unscored = 0 if tokens == len(stream) else len(tokenizer.decode_bytes([int(stream.tokens[0])]))
-    return summarize(nll, tokens, max(int(text_bytes) - unscored, 1))
+    # Most models cannot predict the first token (nothing comes before it): its bytes are not scored,
+    # unless it is an unknown token (<unk>, U+FFFD) whose text cannot be told: then every byte counts.
+    first = b"" if tokens == len(stream) else tokenizer.decode_bytes([int(stream.tokens[0])])
+    if text is not None and not text.encode("utf-8").startswith(first):
+        first = b""
+    return summarize(nll, tokens, max(int(text_bytes) - len(first), 1))
