@@ -256,9 +256,10 @@ def test_lmlab_eval_carries_the_state_through_the_text(lstm_run, capsys: pytest.
     run_dir, result = lstm_run
     assert main(["eval", str(run_dir), "--json", "--batch-size", "8"]) == 0
     eight_rows = json.loads(capsys.readouterr().out)
-    assert eight_rows["loss"] == pytest.approx(result.val_loss, abs=1e-5)  # what training reported
     assert main(["eval", str(run_dir), "--json"]) == 0
     one_row = json.loads(capsys.readouterr().out)  # the standard: one row, every token sees all before it
+    assert one_row["loss"] == pytest.approx(result.val_loss, abs=1e-5)  # what training reported
+    assert eight_rows["loss"] != pytest.approx(one_row["loss"], abs=1e-7)  # rows that start from zero differ
     assert one_row["tokens"] == eight_rows["tokens"] == json.loads((run_dir / "config.json").read_text())[
         "data"]["val_tokens"] - 1
     bundle = lmlab.load(run_dir)
@@ -358,3 +359,26 @@ def test_lstm_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path, tiny
     assert json.loads(capsys.readouterr().out)["steps"] == max_steps and checkpoint_step(tmp_path / "b") == max_steps
     assert without_timings(metrics(tmp_path / "b")) == without_timings(metrics(tmp_path / "a"))
     assert_same_weights(tmp_path / "a", tmp_path / "b")
+
+
+def test_accumulated_micro_batches_weigh_by_their_tokens(tmp_path: Path):
+    """An epoch's last batch is short: with grad_accum it must count per token, not as a whole batch."""
+    import copy
+
+    from lmlab.train.trainer import fit
+
+    stream = TokenStream.from_ids([(7 * i) % 11 for i in range(2 * 5 + 1)])  # 2 rows of 5 targets
+    model = RNNLM(RNNConfig(vocab_size=11, d_embed=6, hidden=5, layers=1, cell="lstm"))
+    reference = copy.deepcopy(model)
+    config = TrainConfig(optimizer="sgd", lr=0.5, warmup_steps=0, grad_clip=0.0, max_steps=1, batch_size=2,
+                         bptt=4, grad_accum=2, eval_every=1)  # batches of 4 and 1 columns: 8 and 2 targets
+    fit(model, stream, None, tmp_path / "run", config, progress=False)
+    (x0, y0), (x1, y1) = stream.sequential_batch(0, 2, 4), stream.sequential_batch(1, 2, 4)
+    _, loss0, state = reference.forward_with_state(x0, y0)
+    _, loss1, _ = reference.forward_with_state(x1, y1, tuple(s.detach() for s in state))
+    ((loss0 * 8 + loss1 * 2) / 10).backward()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p -= 0.5 * p.grad
+    for (name, got), expected in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=0, msg=name)

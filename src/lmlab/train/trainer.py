@@ -245,6 +245,7 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
     keep_freed_memory()  # the same large tensors every step: no page faults for them after the first
     recurrent = getattr(model, "recurrent", False)
     window = model.context_len or config.bptt  # tokens per batch row
+    final_rows = 1 if recurrent else config.batch_size  # the last validation reads as `lmlab eval` does
     per_epoch = epoch_length(model, train_data, config)
     torch.manual_seed(config.seed)
     batch_rng = torch.Generator().manual_seed(config.seed)
@@ -283,18 +284,25 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
         lr = config.lr_at(step, epoch=step * config.grad_accum // per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        for batch in range(step * config.grad_accum, (step + 1) * config.grad_accum):
+        micro = range(step * config.grad_accum, (step + 1) * config.grad_accum)
+        if recurrent:  # an epoch's last batch is shorter: each micro-batch weighs by its tokens
+            batches = [train_data.sequential_batch(batch % per_epoch, config.batch_size, config.bptt)
+                       for batch in micro]
+            counts = [int((y >= 0).sum()) for _, y in batches]
+            weights = [n / sum(counts) for n in counts]
+        for i, batch in enumerate(micro):
             if recurrent:
                 index = batch % per_epoch  # batch 0 of an epoch starts from the zero state
-                x, y = train_data.sequential_batch(index, config.batch_size, config.bptt)
+                x, y = batches[i]
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     _, loss, carry = model.forward_with_state(x, y, carry if index else None)
                 carry = tuple(part.detach() for part in carry)  # truncated BPTT: no gradient into past batches
+                (loss * weights[i]).backward()
             else:
                 x, y = train_data.random_windows(config.batch_size, window, batch_rng)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     _, loss = model(x, y)
-            (loss / config.grad_accum).backward()
+                (loss / config.grad_accum).backward()  # every window holds the same number of tokens
             loss_sum += loss.detach()
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip, foreach=True)
@@ -316,7 +324,7 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
         finished = done == config.max_steps
         if val_data is not None and checkpoint_due:
             # periodic: a fixed sample of windows; at the end: the whole validation split
-            val_loss = mean_loss(model, val_data, window, config.batch_size,
+            val_loss = mean_loss(model, val_data, window, final_rows if finished else config.batch_size,
                                  max_batches=None if finished else config.eval_batches, bf16=bf16)
             metrics.log(step=done, val_loss=round(val_loss, 5))
             if progress:
@@ -325,7 +333,7 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
             checkpoint(done)
     bar.close()
     if val_data is not None and val_loss is None:  # resumed a finished run: report its final state
-        val_loss = mean_loss(model, val_data, window, config.batch_size, bf16=bf16)
+        val_loss = mean_loss(model, val_data, window, final_rows, bf16=bf16)
     if math.isnan(last_loss):
         last_loss = next((r["loss"] for r in reversed(metrics.rows) if "loss" in r), math.nan)
     wall = time.perf_counter() - started
