@@ -313,3 +313,31 @@ def test_prompt_ids_outside_the_vocabulary_are_an_error(models, num_beams):
     decode = beam_search if num_beams > 1 else generate_batch
     with pytest.raises(LmlabError, match=f"prompt 1 .*vocabulary of {VOCAB} tokens"):
         decode(ours, [[BOS, 5], [BOS, VOCAB]], config(max_new_tokens=2, num_beams=num_beams))
+
+
+def test_no_repeat_ngrams_never_count_the_padding():
+    """Row [pad, pad, 9] has generated 0: alone, [9, 0] holds no bigram starting with 0, so nothing
+    is banned; the padding (id 0, an ordinary token here) must not add the bigrams (0, 0), (0, 9)."""
+    from lmlab.generate.batch import batch_processors
+
+    prompt_ids, prompt_mask = torch.tensor([[0, 0, 9], [1, 2, 3]]), torch.tensor([[False, False, True], [True] * 3])
+    processors = batch_processors(GenerationConfig(do_sample=False, no_repeat_ngram_size=2), prompt_ids, prompt_mask)
+    logits = torch.zeros(2, VOCAB)
+    for processor in processors:
+        logits = processor(torch.tensor([[0, 0, 9, 0], [1, 2, 3, 1]]), logits)
+    assert torch.isfinite(logits[0]).all() and torch.isinf(logits[1, 2])
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_a_padded_prompt_gives_what_it_gives_alone_with_bad_words(models, num_beams):
+    """The bad word [0, 0, 9, first] can only match if the padding (id 0 when there is no
+    end-of-text id) is read as text."""
+    _, ours = models
+    decode = beam_search if num_beams > 1 else generate_batch
+    plain = GenerationConfig(do_sample=False, max_new_tokens=6, num_beams=num_beams)
+    first = decode(ours, [[9]], plain)[0][0].token_ids[0]
+    config = plain.replace(bad_words_ids=[[0, 0, 9, first]])
+    alone = decode(ours, [[9]], config)[0]
+    together = decode(ours, [[7, 5, 1, 2, 11], [9]], config)[1]
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    assert alone[0].token_ids[0] == first

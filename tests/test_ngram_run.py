@@ -28,6 +28,9 @@ def test_ngram_trains_evaluates_generates_and_scores(tmp_path: Path):
     unlikely = score_sentence(bundle.model, bundle.tokenizer, "mat the on sat cat the")
     assert likely.logprob > unlikely.logprob
     assert len(likely.tokens) == 7  # six words and the end of the sentence
+    for dtype in ("bfloat16", "int8"):  # no weights to convert: the tables stay as they are
+        assert lmlab.load(tmp_path / "run", dtype=dtype).generate("the cat", max_new_tokens=6,
+                                                                   do_sample=False).text == text
 
 
 def test_arpa_export_loads_back_everywhere(tmp_path: Path, capsys):

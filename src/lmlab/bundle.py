@@ -102,7 +102,9 @@ def load(path: str | Path, dtype: str = "float32") -> Bundle:
         bundle = _load_arpa(path)
     else:
         bundle = _load_run(path)
-    bundle.model.to(DTYPES[dtype]).eval()
+    if not hasattr(bundle.model, "token_log_probs"):  # an n-gram's tables are probabilities, not weights:
+        bundle.model.to(DTYPES[dtype])                # they stay float32
+    bundle.model.eval()
     if dtype in QUANTIZERS:
         QUANTIZERS[dtype](bundle.model)
     return bundle

@@ -25,7 +25,8 @@ import torch
 from lmlab.errors import LmlabError
 from lmlab.generate.config import GenerationConfig
 from lmlab.generate.loop import check_prompt_vocabulary, model_device, model_vocab_size
-from lmlab.generate.processors import LogitsProcessor, RepetitionPenaltyProcessor, build_processors
+from lmlab.generate.processors import (BadWordsProcessor, LogitsProcessor, NoRepeatNGramProcessor,
+                                       RepetitionPenaltyProcessor, build_processors)
 
 
 @dataclass(frozen=True)
@@ -177,16 +178,38 @@ class IgnorePadding:
         return f"IgnorePadding({self.processor!r})"
 
 
+class HidePadding:
+    """Runs `processor` with each row's left padding replaced by distinct negative ids, which match
+    no token and no other position: no n-gram or banned sequence reaches into the padding. For
+    processors that compare sequences of ids (no-repeat n-grams, multi-token bad words)."""
+
+    def __init__(self, processor: LogitsProcessor, prompt_mask: torch.Tensor) -> None:
+        self.processor = processor
+        self.mask = prompt_mask  # (B, T_prompt)
+        self.fill = -torch.arange(1, prompt_mask.shape[1] + 1, device=prompt_mask.device).expand_as(prompt_mask)
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        prompt_len = self.mask.shape[1]
+        prompt = torch.where(self.mask, ids[:, :prompt_len], self.fill)
+        return self.processor(torch.cat([prompt, ids[:, prompt_len:]], dim=1), logits)
+
+    def __repr__(self) -> str:
+        return f"HidePadding({self.processor!r})"
+
+
 def batch_processors(config: GenerationConfig, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
                      ) -> list[LogitsProcessor]:
-    """`build_processors` for a left-padded batch of prompts (R, T): `prompt_len` is T and, as in
-    Hugging Face, the repetition penalty does not count the padding. Every row of a later `ids`
-    must continue the same row of `prompt_ids` (beam search reorders only within a prompt)."""
+    """`build_processors` for a left-padded batch of prompts (R, T): `prompt_len` is T, and no
+    processor sees the padding, so a prompt in a batch gives what it gives alone (the repetition
+    penalty does not count it, as in Hugging Face; no-repeat n-grams and bad words never match it).
+    Every row of a later `ids` must continue the same row of `prompt_ids` (beam search reorders
+    only within a prompt)."""
     processors = build_processors(config, prompt_len=prompt_ids.shape[1])
     if bool(prompt_mask.all()):
         return processors
-    return [IgnorePadding(p, prompt_ids, prompt_mask) if isinstance(p, RepetitionPenaltyProcessor) else p
-            for p in processors]
+    return [IgnorePadding(p, prompt_ids, prompt_mask) if isinstance(p, RepetitionPenaltyProcessor)
+            else HidePadding(p, prompt_mask) if isinstance(p, (NoRepeatNGramProcessor, BadWordsProcessor))
+            else p for p in processors]
 
 
 def top_alternatives(log_probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
