@@ -91,7 +91,8 @@ def test_split_text_rejects_bad_fraction(fraction: float):
 # --- chunk_text -----------------------------------------------------------------------------------
 
 # Words, spaces, newlines and punctuation, including contractions that the GPT-2 regex treats specially.
-PIECES = st.sampled_from(["the", "cat", "a", "I", "Don", "'s", "'t", "'ll", "'", "42", "é", "über",
+PIECES = st.sampled_from(["the", "cat", "a", "I", "Don", "'s", "'t", "'ll", "'", "42", "é", "über", "字", "。",
+                          "<|endoftext|>", "<",
                           " ", "  ", "\n", "\n\n", "\t", "\r\n", ".", ",", "!", "?", "--", "\"", "(", ")"])
 WORDY_TEXT = st.lists(PIECES, max_size=60).map("".join)
 
@@ -111,12 +112,22 @@ def test_chunks_concatenate_and_encode_like_the_whole(text: str, chunk_chars: in
 
 
 def test_chunk_text_cuts_only_between_non_space_neighbours():
-    assert list(chunk_text("ab\n\ncd\nef\ngh", 3)) == ["ab\n\ncd\n", "ef\ngh"]
+    assert list(chunk_text("ab\n\ncd\nef\ngh", 3)) == ["ab\n", "\ncd\n", "ef\ngh"]
+    assert list(chunk_text("ab\n\n<|endoftext|>", 1)) == ["ab\n\n<|endoftext|>"]  # a special token may follow
     assert list(chunk_text("a\nb\nc", 1)) == ["a\n", "b\n", "c"]
     assert list(chunk_text("no newline at all", 2)) == ["no", " newline", " at", " all"]
     assert list(chunk_text("a  b \n c", 1)) == ["a  b \n c"]  # every space or newline has a space beside it
     assert list(chunk_text("wiki line . \n = head = \n", 6)) == ["wiki line", " . \n =", " head = \n"]
     assert list(chunk_text("", 4)) == []
+
+
+def test_chunk_text_cuts_paragraphs_of_text_without_spaces():
+    """CJK paragraphs have no spaces and blank lines between them: still cut, so a big corpus is
+    never encoded in one piece."""
+    text = "\n\n".join("字" * 30 + "。" for _ in range(50))
+    chunks = list(chunk_text(text, 100))
+    assert len(chunks) > 10 and "".join(chunks) == text
+    assert [i for c in chunks for i in gpt2().encode(c)] == gpt2().encode(text)
 
 
 def test_chunk_text_on_real_text_with_gpt2(tiny_text: str):

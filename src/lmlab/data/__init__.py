@@ -78,14 +78,14 @@ def split_text(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
 
 
 def chunk_text(text: str, chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
-    """Cut text into pieces at safe places: after a newline or before a space, each lying between
-    two non-space characters.
+    """Cut text into pieces at safe places (`_SAFE_CUT`): after a newline or before a space, each
+    lying between two non-space characters, or between the last two newlines before a letter.
 
     Cutting there never changes how a tokenizer splits words or runs of whitespace, so encoding
     the pieces one by one gives the same ids as encoding the whole text.
 
     >>> list(chunk_text("ab\\n\\ncd\\nef\\ngh", 3))
-    ['ab\\n\\ncd\\n', 'ef\\ngh']
+    ['ab\\n', '\\ncd\\n', 'ef\\ngh']
     >>> list(chunk_text("one two  three", 2))
     ['one', ' two  three']
     """
@@ -99,7 +99,9 @@ def chunk_text(text: str, chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
         start = match.end()
 
 
-_SAFE_CUT = re.compile(r"(?<=\S)\n(?=\S)|(?<=\S)(?= \S)")
+# After a newline or before a space between two non-spaces, or between the last two newlines of a run
+# that a letter or digit follows (paragraphs of CJK text have no spaces and blank lines between them).
+_SAFE_CUT = re.compile(r"(?<=\S)\n(?=\S)|(?<=\S)(?= \S)|(?<=\n)(?=\n\w)")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
