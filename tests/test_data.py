@@ -249,3 +249,22 @@ def test_windows_on_memmapped_stream(tmp_path: Path):
     stream = tokenize_to_file("x" * 40, lambda t: ids[: len(t)], 7, tmp_path / "t.bin")
     targets = [t for _, y in stream.windows(6, 4) for t in y.flatten().tolist()]
     assert targets == ids[1:].tolist()
+
+
+def test_read_corpus_drops_byte_order_marks_and_skips_hidden_folders(tmp_path: Path):
+    (tmp_path / "a.txt").write_bytes(b"\xef\xbb\xbffirst")
+    (tmp_path / "b.txt").write_bytes(b"\xef\xbb\xbfsecond")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "index").write_bytes(b"DIRC\x00\x00\x00\x02\xff")  # not text: must not be read
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text("a copy")
+    assert read_corpus(tmp_path) == "first\nsecond"
+
+
+def test_word_tokenizer_counts_without_a_list_of_every_word():
+    from lmlab.tokenize import WordTokenizer
+
+    text = "The cat (<unk>) sat.\nthe CAT sat\n"
+    tok = WordTokenizer.train(text, lowercase=True)
+    assert list(tok.words(text)) == tok.split(text)
+    assert tok.vocab[0] == "<unk>" and {"cat", "sat", "the"} <= set(tok.vocab)

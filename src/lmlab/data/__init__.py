@@ -43,24 +43,26 @@ def corpus_files(path: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
-                   and not p.name.startswith("."))
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts))  # .git/, .cache/
     if not files:
         raise LmlabError(f"folder {path} holds no text files (.txt, .md, .text, .raw, .tokens)")
     return files
 
 
 def read_corpus(path: str | Path) -> str:
-    """Read one text file or every text file in a folder (joined by newlines) as UTF-8."""
+    """Read one text file or every text file in a folder (joined by newlines) as UTF-8; a
+    byte-order mark at the start of a file is dropped."""
     parts = []
     for file in corpus_files(path):
         try:
-            parts.append(file.read_text(encoding="utf-8"))
+            parts.append(file.read_text(encoding="utf-8-sig"))
         except UnicodeDecodeError as e:
-            raise LmlabError(f"{file} is not UTF-8 text (byte {e.start}); convert it, e.g. iconv -t UTF-8") from None
+            raise LmlabError(f"{file} is not UTF-8 text (byte {e.start}); convert it, e.g. "
+                             f"iconv -f LATIN1 -t UTF-8") from None
         except OSError as e:
             raise LmlabError(f"cannot read {file}: {e.strerror}") from None
     text = "\n".join(parts)
-    if not text.strip():
+    if not text or text.isspace():  # (no stripped copy of a big corpus)
         raise LmlabError(f"corpus {path} is empty; give it some text to learn from")
     return text
 

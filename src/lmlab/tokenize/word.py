@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -86,7 +86,7 @@ class WordTokenizer(Tokenizer):
         if max_vocab is not None and (not isinstance(max_vocab, int) or max_vocab <= len(specials)):
             raise LmlabError(f"max_vocab must be more than the {len(specials)} special tokens {specials}, got {max_vocab!r}")
         splitter = cls(specials, lowercase=lowercase, split_punctuation=split_punctuation, eos_per_line=eos_per_line)
-        counts = Counter(splitter.split(text))
+        counts = Counter(splitter.words(text))
         words = [w for w, n in counts.items() if n >= min_freq and w not in specials and w != "\n"
                  and _is_text(w)]  # a lone surrogate (not UTF-8) stays <unk>
         words.sort(key=lambda w: (-counts[w], w))
@@ -109,6 +109,11 @@ class WordTokenizer(Tokenizer):
         ['Don', "'", 't', 'stop', '<unk>', '!']
         """
         return self._pattern.findall(text.lower() if self.lowercase else text)
+
+    def words(self, text: str) -> Iterator[str]:
+        """`split`, one token string at a time (counting a big corpus needs no list of it)."""
+        for match in self._pattern.finditer(text.lower() if self.lowercase else text):
+            yield match.group()
 
     def encode(self, text: str) -> list[int]:
         index = self._index

@@ -212,6 +212,7 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
                  "train_tokens": len(train_stream), "val_tokens": len(val_stream)},
     }
     write_run_config(run_dir, config)  # last: a directory with config.json is a complete run set-up
+    del train_text, val_text  # the token files hold them now: training needs no copy of the corpus
     if _counted(net):
         return _finish(run_dir, net, fit_counts(net, train_stream, val_stream, run_dir))
     return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, progress=progress))
