@@ -16,6 +16,7 @@ import importlib.resources
 import json
 import math
 import re
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -72,10 +73,12 @@ def split_text(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
 
     >>> split_text("abcdefghij", 0.2)
     ('abcdefgh', 'ij')
+    >>> split_text("abcdefghij", 0.9)  # computed on the decimal 0.9, not its binary neighbour
+    ('a', 'bcdefghij')
     """
     if not 0.0 < val_fraction < 1.0:
         raise LmlabError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    cut = int(len(text) * (1.0 - val_fraction))
+    cut = math.floor(len(text) * (1 - Fraction(repr(float(val_fraction)))))
     return text[:cut], text[cut:]
 
 
