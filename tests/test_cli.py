@@ -347,3 +347,16 @@ def test_export_and_compare_never_overwrite_user_files(trained, tmp_path: Path, 
     assert main([*compare, str(tmp_path / "table.json")]) == 0  # a suffix is dropped, not doubled
     assert main([*compare, str(tmp_path / "table")]) == 0  # an earlier comparison is replaced
     assert sorted(p.name for p in tmp_path.glob("table*")) == ["table.json", "table.md", "table.png"]
+
+
+def test_changed_validation_text_is_caught_when_the_cache_is_rebuilt(tmp_path: Path, capsys, tiny_text: str):
+    (tmp_path / "train.txt").write_text(tiny_text, encoding="utf-8")
+    (tmp_path / "val.txt").write_text(tiny_text[:3000], encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["train", "--model", "ngram", "--order", "2", "--data", str(tmp_path / "train.txt"),
+                 "--val-data", str(tmp_path / "val.txt"), "--out", str(run), "--quiet"]) == 0
+    shutil.rmtree(run / "cache")
+    assert main(["eval", str(run), "--json"]) == 0  # rebuilt from the unchanged texts
+    shutil.rmtree(run / "cache")
+    (tmp_path / "val.txt").write_text(tiny_text[:2000], encoding="utf-8")
+    assert "validation data" in error_of(capsys, "eval", str(run))

@@ -90,6 +90,9 @@ def _token_caches(run_dir: Path, config: dict[str, Any], tokenizer: Any) -> tupl
     if _digest(train_text) != data["train_sha256"]:
         raise LmlabError(f"the training data at {data['path']} changed since this run started; "
                          f"restore it or start a new run")
+    if data.get("val_sha256", _digest(val_text)) != _digest(val_text):  # (runs from before it was recorded: no check)
+        raise LmlabError(f"the validation data at {data['val_path'] or data['path']} changed since this run "
+                         "started; restore it or start a new run")
     return _write_token_caches(run_dir, tokenizer, train_text, val_text)
 
 
@@ -206,7 +209,7 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
         "train": train_config.to_dict(),
         "data": {"path": None if data is None else str(Path(data).resolve()),
                  "val_path": None if val_data is None else str(Path(val_data).resolve()),
-                 "val_fraction": val_fraction, "train_sha256": _digest(train_text),
+                 "val_fraction": val_fraction, "train_sha256": _digest(train_text), "val_sha256": _digest(val_text),
                  "train_chars": len(train_text), "val_chars": len(val_text),
                  "val_bytes": len(val_text.encode("utf-8")),
                  "train_tokens": len(train_stream), "val_tokens": len(val_stream)},
