@@ -23,10 +23,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 venv: $(VENV)/.installed
 
 # Trains a character-level GPT on the Tiny Shakespeare that ships with lmlab (a few minutes on
-# 2 CPU cores); running it again continues (or just re-reports) the same run.
+# 2 CPU cores); running it again continues (or just re-reports) the same run. A runs/demo without
+# config.json is a set-up this target started and was stopped: it starts again.
 demo: $(VENV)/.installed
 	@if [ -f runs/demo/config.json ]; then $(BIN)/lmlab train --out runs/demo --resume; \
-	 else $(BIN)/lmlab train --out runs/demo; fi
+	 else rm -rf runs/demo && $(BIN)/lmlab train --out runs/demo; fi
 	$(BIN)/lmlab eval runs/demo
 	$(BIN)/lmlab generate runs/demo --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --seed 1
 
