@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import multiprocessing
 import os
 import platform
@@ -108,6 +109,7 @@ def run_model(name: str, files: dict[str, str], runs: str, threads: int, quick: 
     if (out / "config.json").exists():
         result = train(out=out, resume=True, progress=False)
     else:
+        shutil.rmtree(out, ignore_errors=True)  # a set-up that was stopped before config.json: start again
         result = train(files["train"], val_data=files["valid"], out=out, model=family, tokenizer="word",
                        tokenizer_options=dict(WORD), model_overrides=dict(model), train_overrides=recipe,
                        progress=False)
