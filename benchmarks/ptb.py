@@ -46,10 +46,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import multiprocessing
 import os
 import platform
+import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
