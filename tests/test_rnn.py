@@ -382,3 +382,30 @@ def test_accumulated_micro_batches_weigh_by_their_tokens(tmp_path: Path):
             p -= 0.5 * p.grad
     for (name, got), expected in zip(model.named_parameters(), reference.parameters()):
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=0, msg=name)
+
+
+def test_a_run_of_whole_epochs_never_trains_on_the_next_epoch(tmp_path: Path):
+    """3 batches per epoch, grad_accum 2, 1 epoch: 2 steps, the second of batch 2 alone."""
+    import copy
+
+    from lmlab.train.trainer import fit
+
+    stream = TokenStream.from_ids([(5 * i) % 11 for i in range(2 * 6 + 1)])  # 2 rows of 6 targets: 3 batches of 2
+    model = RNNLM(RNNConfig(vocab_size=11, d_embed=6, hidden=5, layers=1, cell="gru"))
+    reference = copy.deepcopy(model)
+    config = TrainConfig(optimizer="sgd", lr=0.5, warmup_steps=0, grad_clip=0.0, max_steps=2, batch_size=2,
+                         bptt=2, grad_accum=2, eval_every=2, epochs=1, schedule="step")
+    fit(model, stream, None, tmp_path / "run", config, progress=False)
+    state = None
+    for batches in ([0, 1], [2]):
+        reference.zero_grad()
+        for index in batches:
+            x, y = stream.sequential_batch(index, 2, 2)
+            _, loss, state = reference.forward_with_state(x, y, state)
+            state = tuple(s.detach() for s in state)
+            (loss / len(batches)).backward()
+        with torch.no_grad():
+            for p in reference.parameters():
+                p -= 0.5 * p.grad
+    for (name, got), expected in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=0, msg=name)

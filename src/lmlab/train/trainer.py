@@ -247,6 +247,7 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
     window = model.context_len or config.bptt  # tokens per batch row
     final_rows = 1 if recurrent else config.batch_size  # the last validation reads as `lmlab eval` does
     per_epoch = epoch_length(model, train_data, config)
+    last_batch = None if config.epochs is None else config.epochs * per_epoch  # a run of whole epochs ends there
     torch.manual_seed(config.seed)
     batch_rng = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(model, config)
@@ -285,6 +286,8 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
         for group in optimizer.param_groups:
             group["lr"] = lr
         micro = range(step * config.grad_accum, (step + 1) * config.grad_accum)
+        if last_batch is not None and micro.start < last_batch < micro.stop:  # the last step: no batch past it
+            micro = range(micro.start, last_batch)
         if recurrent:  # an epoch's last batch is shorter: each micro-batch weighs by its tokens
             batches = [train_data.sequential_batch(batch % per_epoch, config.batch_size, config.bptt)
                        for batch in micro]
@@ -302,7 +305,7 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
                 x, y = train_data.random_windows(config.batch_size, window, batch_rng)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     _, loss = model(x, y)
-                (loss / config.grad_accum).backward()  # every window holds the same number of tokens
+                (loss / len(micro)).backward()  # every window holds the same number of tokens
             loss_sum += loss.detach()
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip, foreach=True)
