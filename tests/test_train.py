@@ -388,3 +388,20 @@ def test_keep_freed_memory_takes_on_linux_glibc_and_is_idempotent():
     assert keep_freed_memory() is took
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert took is True
+
+
+def test_checkpoints_are_byte_identical_across_processes_and_old_headers_still_read(tmp_path: Path):
+    """The same tensors and metadata give the same file in any process (one sorted metadata key)."""
+    script = ("import sys, torch; from lmlab.io.checkpoint import save_tensors; w = torch.arange(6.).reshape(2, 3); "
+              "save_tensors(sys.argv[1], {'a': w, 'tied': w, 'b': torch.ones(2)}, "
+              "{'step': 7, 'epoch': 1, 'batch_in_epoch': 3, 'zeta': 'z'})")
+    for name in ("one", "two"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], check=True)
+    assert (tmp_path / "one").read_bytes() == (tmp_path / "two").read_bytes()
+    tensors, meta = load_tensors(tmp_path / "one")
+    assert meta == {"step": 7, "epoch": 1, "batch_in_epoch": 3, "zeta": "z"} and tensors["tied"] is tensors["a"]
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.ones(2)}, tmp_path / "old", metadata={"step": "5", "aliases": '{"c": "a"}'})
+    tensors, meta = load_tensors(tmp_path / "old")  # written with one JSON value per key
+    assert meta == {"step": 5} and tensors["c"] is tensors["a"]

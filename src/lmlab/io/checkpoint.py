@@ -72,9 +72,20 @@ def checkpoint_step(path: str | Path) -> int | None:
     """The training step a safetensors checkpoint was saved at (from its header), or None if unreadable."""
     try:
         with safe_open(path, framework="pt") as f:
-            return int(json.loads((f.metadata() or {}).get("step", "null")))
+            return int(_metadata(f.metadata()).get("step"))
     except (SafetensorError, OSError, ValueError, TypeError):
         return None
+
+
+METADATA_KEY = "lmlab"  # all of lmlab's metadata, as one sorted JSON object: the header is byte-reproducible
+
+
+def _metadata(raw: dict[str, str] | None) -> dict[str, Any]:
+    """lmlab's metadata from a safetensors header (also files that kept one JSON value per key)."""
+    raw = raw or {}
+    if METADATA_KEY in raw:
+        return json.loads(raw[METADATA_KEY])
+    return {key: json.loads(value) for key, value in raw.items()}
 
 
 def _unique_storage(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -94,8 +105,8 @@ def _unique_storage(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
     """Write tensors as safetensors atomically; tied tensors are stored once and recorded as aliases."""
     unique, aliases = _unique_storage(tensors)
-    meta = {key: json.dumps(value) for key, value in (metadata or {}).items()}
-    meta["aliases"] = json.dumps(aliases)
+    # One key: safetensors writes several in a different order in every process.
+    meta = {METADATA_KEY: json.dumps({**(metadata or {}), "aliases": aliases}, sort_keys=True)}
     atomic_write(path, lambda tmp: save_file(unique, tmp, metadata=meta))
 
 
@@ -107,8 +118,7 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     try:
         tensors = load_file(path)
         with safe_open(path, framework="pt") as f:
-            raw_meta = f.metadata() or {}
-        meta = {key: json.loads(value) for key, value in raw_meta.items()}
+            meta = _metadata(f.metadata())
     except (SafetensorError, OSError, ValueError) as e:
         raise LmlabError(f"{path} is not a readable safetensors file ({e})") from None
     for name, target in meta.pop("aliases", {}).items():
