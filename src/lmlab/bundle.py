@@ -22,7 +22,7 @@ from lmlab.generate.text import Prompts
 from lmlab.atomic import atomic_write_text
 from lmlab.io.checkpoint import MODEL_FILE, TOKENIZER_FILE, load_model_weights, load_tensors, read_run_config
 from lmlab.io.hf import is_hf_model_dir, read_hf_config, read_hf_gpt2, write_hf_gpt2
-from lmlab.models import build_model
+from lmlab.models import build_model, is_counted
 from lmlab.models.ngram_arpa import read_arpa, write_arpa
 from lmlab.models.quantize import quantize_int8
 from lmlab.tokenize import BPETokenizer, GPT2Tokenizer, Tokenizer, WordTokenizer
@@ -102,8 +102,8 @@ def load(path: str | Path, dtype: str = "float32") -> Bundle:
         bundle = _load_arpa(path)
     else:
         bundle = _load_run(path)
-    if not hasattr(bundle.model, "token_log_probs"):  # an n-gram's tables are probabilities, not weights:
-        bundle.model.to(DTYPES[dtype])                # they stay float32
+    if not is_counted(bundle.model):  # an n-gram's tables are probabilities, not weights: they stay float32
+        bundle.model.to(DTYPES[dtype])
     bundle.model.eval()
     if dtype in QUANTIZERS:
         QUANTIZERS[dtype](bundle.model)

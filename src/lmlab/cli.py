@@ -6,6 +6,7 @@ one-line `error: ...` that says what to do and exits with code 2. No logic lives
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -161,8 +162,6 @@ def run_train(args: argparse.Namespace) -> None:
 
 def _check_family_flags(family: str, given: list[str], args: argparse.Namespace) -> None:
     """Model flags must be ones the family has (--order means nothing to a GPT); --k is add-k's."""
-    import dataclasses
-
     from lmlab.models import FAMILIES
 
     fields = {f.name for f in dataclasses.fields(FAMILIES[family].config_class)}

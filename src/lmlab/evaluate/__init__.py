@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from lmlab.data import TokenStream
 from lmlab.errors import LmlabError
+from lmlab.models import is_counted
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def total_nll(model: nn.Module, stream: TokenStream, context_len: int | None, ba
     it in its window. A recurrent model is read in order instead (`sequential_nll`, with
     `batch_size` rows and `context_len` tokens per chunk).
     """
-    if hasattr(model, "token_log_probs"):  # count-based models score a whole stream at once
+    if is_counted(model):  # count-based models score a whole stream at once
         log_probs = model.token_log_probs(stream.tokens)
         return -float(log_probs.sum()), len(log_probs)
     if getattr(model, "recurrent", False):

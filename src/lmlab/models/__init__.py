@@ -31,6 +31,12 @@ PRESET_FAMILY: dict[str, str] = {**{name: "gpt" for name in GPT_PRESETS}, **{nam
                                  **RNN_PRESET_FAMILY}
 
 
+def is_counted(model: nn.Module) -> bool:
+    """Whether `model` is count-based (n-gram): estimated in one pass, scored a whole stream at a
+    time, its tables probabilities rather than weights."""
+    return hasattr(model, "token_log_probs")
+
+
 def build_model(family: str, config: dict[str, Any]) -> nn.Module:
     """Make a freshly initialised model of `family` from a config dict."""
     if family not in FAMILIES:
@@ -46,4 +52,4 @@ def build_model(family: str, config: dict[str, Any]) -> nn.Module:
 
 __all__ = ["FAMILIES", "FAMILY_OPTIONS", "PRESETS", "PRESET_FAMILY", "GPT", "GPTConfig", "NGramConfig", "NGramLM",
            "NPLM", "NPLMConfig",
-           "RNNLM", "RNNConfig", "build_model"]
+           "RNNLM", "RNNConfig", "build_model", "is_counted"]

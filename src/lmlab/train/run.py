@@ -18,7 +18,7 @@ from lmlab.errors import LmlabError
 from lmlab.atomic import remove_stale_temporaries
 from lmlab.io.checkpoint import (MODEL_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, checkpoint_step, read_run_config,
                                  write_run_config)
-from lmlab.models import FAMILIES, PRESET_FAMILY, PRESETS, build_model
+from lmlab.models import FAMILIES, PRESET_FAMILY, PRESETS, build_model, is_counted
 from lmlab.tokenize import build_tokenizer
 from lmlab.tokenize import load as load_tokenizer
 from lmlab.train.trainer import FitResult, TrainConfig, fit, fit_counts, steps_for_epochs
@@ -90,7 +90,8 @@ def _token_caches(run_dir: Path, config: dict[str, Any], tokenizer: Any) -> tupl
     if _digest(train_text) != data["train_sha256"]:
         raise LmlabError(f"the training data at {data['path']} changed since this run started; "
                          f"restore it or start a new run")
-    if data.get("val_sha256", _digest(val_text)) != _digest(val_text):  # (runs from before it was recorded: no check)
+    recorded = data.get("val_sha256")  # None in runs from before it was recorded: no check
+    if recorded is not None and recorded != _digest(val_text):
         raise LmlabError(f"the validation data at {data['val_path'] or data['path']} changed since this run "
                          "started; restore it or start a new run")
     return _write_token_caches(run_dir, tokenizer, train_text, val_text)
@@ -185,7 +186,7 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
         options.setdefault("eos_id", tok.special_tokens.get("<eos>"))
     torch.manual_seed(train_config.seed)
     net = _build(model, options)  # validates the model options before anything is written
-    if _counted(net) and train_given:
+    if is_counted(net) and train_given:
         raise LmlabError(f"--model {model} is counted in one pass, not trained by steps: drop the training options "
                          f"({', '.join(sorted(train_given))})")
     try:
@@ -216,7 +217,7 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
     }
     write_run_config(run_dir, config)  # last: a directory with config.json is a complete run set-up
     del train_text, val_text  # the token files hold them now: training needs no copy of the corpus
-    if _counted(net):
+    if is_counted(net):
         return _finish(run_dir, net, fit_counts(net, train_stream, val_stream, run_dir))
     return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, progress=progress))
 
@@ -227,11 +228,6 @@ def _build(family: str, options: dict[str, Any]) -> torch.nn.Module:
     except (RuntimeError, MemoryError) as e:  # sizes past the machine's memory
         raise LmlabError(f"cannot build this {family} model ({str(e).splitlines()[0][:200]}); "
                          "use smaller sizes") from None
-
-
-def _counted(net: torch.nn.Module) -> bool:
-    """Count-based families (n-gram) are estimated in one pass instead of by gradient steps."""
-    return hasattr(net, "token_log_probs")
 
 
 def _resume(run_dir: Path, train_overrides: dict[str, Any], progress: bool) -> RunResult:
@@ -253,12 +249,12 @@ def _resume(run_dir: Path, train_overrides: dict[str, Any], progress: bool) -> R
     if "epochs" in changes and changes["epochs"] is not None:
         train_config = dataclasses.replace(
             train_config, max_steps=steps_for_epochs(net, train_stream, train_config, train_config.epochs))
-    if not _counted(net):
+    if not is_counted(net):
         _check_resumable(run_dir, train_config.max_steps)
     if changes:
         config["train"] = train_config.to_dict()
         write_run_config(run_dir, {k: v for k, v in config.items() if k != "format_version"})
-    if _counted(net):  # counting is deterministic: resuming simply counts again
+    if is_counted(net):  # counting is deterministic: resuming simply counts again
         return _finish(run_dir, net, fit_counts(net, train_stream, val_stream, run_dir))
     return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, resume=True,
                                      progress=progress))
@@ -266,11 +262,11 @@ def _resume(run_dir: Path, train_overrides: dict[str, Any], progress: bool) -> R
 
 def _check_resumable(run_dir: Path, max_steps: int) -> None:
     """Resuming needs train_state.safetensors once the model has trained, and never goes backwards."""
-    state_step = checkpoint_step(run_dir / TRAIN_STATE_FILE) if (run_dir / TRAIN_STATE_FILE).exists() else None
-    if (run_dir / TRAIN_STATE_FILE).exists() and state_step is None:
+    state_step = checkpoint_step(run_dir / TRAIN_STATE_FILE)  # None when missing or unreadable
+    if state_step is None and (run_dir / TRAIN_STATE_FILE).exists():
         raise LmlabError(f"{run_dir / TRAIN_STATE_FILE} is damaged, so the run cannot continue exactly; "
                          f"its weights in {MODEL_FILE} still load for eval and generate")
-    model_step = checkpoint_step(run_dir / MODEL_FILE) if (run_dir / MODEL_FILE).exists() else None
+    model_step = checkpoint_step(run_dir / MODEL_FILE)
     if state_step is None and model_step:
         raise LmlabError(f"{run_dir} has weights trained for {model_step} steps but no {TRAIN_STATE_FILE} "
                          "(optimizer and data position), so it cannot continue; it still loads for eval and "

@@ -222,7 +222,8 @@ class Metrics:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a crash
-            if isinstance(row, dict) and isinstance(row.get("step", 0), (int, float)) and row.get("step", 0) <= keep_until_step:
+            step = row.get("step", 0) if isinstance(row, dict) else None  # a line that is not a row: skipped
+            if isinstance(step, (int, float)) and step <= keep_until_step:
                 rows.append(row)
         return rows
 
@@ -292,7 +293,8 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
             batches = [train_data.sequential_batch(batch % per_epoch, config.batch_size, config.bptt)
                        for batch in micro]
             counts = [int((y >= 0).sum()) for _, y in batches]
-            weights = [n / sum(counts) for n in counts]
+            total = sum(counts)
+            weights = [n / total for n in counts]
         for i, batch in enumerate(micro):
             if recurrent:
                 index = batch % per_epoch  # batch 0 of an epoch starts from the zero state
