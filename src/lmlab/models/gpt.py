@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmlab.errors import LmlabError
-from lmlab.models.base import lm_loss
+from lmlab.models.base import softmax_layer
 from lmlab.models.config import config_from_dict
 
 
@@ -317,11 +317,9 @@ class GPT(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Teacher-forced: ids (B, T) -> logits (B, T, V), and the mean cross-entropy if targets are given."""
         hidden, _ = self._run(ids, None)
-        logits = self.lm_head(hidden)  # (B, T, V)
         if targets is None:
-            return logits, None
-        loss = lm_loss(logits, targets)
-        return logits, loss
+            return self.lm_head(hidden), None  # (B, T, V)
+        return softmax_layer(hidden, self.lm_head, targets)
 
     def attention_weights(self, ids: torch.Tensor) -> list[torch.Tensor]:
         """Attention weights of every layer for ids (B, T): a list of (B, n_head, T, T)."""

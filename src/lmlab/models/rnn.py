@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from lmlab.errors import LmlabError
-from lmlab.models.base import ReadInOrder, lm_loss
+from lmlab.models.base import ReadInOrder, softmax_layer
 from lmlab.models.config import config_from_dict
 
 State = tuple[torch.Tensor, ...]
@@ -140,10 +140,10 @@ class RNNLM(ReadInOrder, nn.Module):
             state = self.cells.initial_state(ids.size(0), self.embed.weight)
         x = self.drop(self.embed(ids))  # (B, T, d_embed)
         out, state = self.cells(x, state)  # (B, T, hidden)
-        logits = self.head(self.drop(out))  # (B, T, V)
         if targets is None:
-            return logits, None, state
-        return logits, lm_loss(logits, targets), state
+            return self.head(self.drop(out)), None, state  # (B, T, V)
+        logits, loss = softmax_layer(self.drop(out), self.head, targets)
+        return logits, loss, state
 
     def step(self, ids: torch.Tensor, state: State | None = None, mask: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, State]:
