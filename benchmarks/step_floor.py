@@ -42,8 +42,8 @@ from lmlab.train.trainer import make_optimizer, steps_for_epochs
 RESULTS = Path(__file__).resolve().parent / "results"
 PTB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptb"
 aten = torch.ops.aten
-PRODUCTS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default}
-LAYER_KERNELS = {aten.mkldnn_rnn_layer.default, aten.mkldnn_rnn_layer_backward.default}
+PRODUCTS = {aten.mm, aten.addmm, aten.bmm, aten.baddbmm}  # any overload, `out=` ones included
+LAYER_KERNELS = {aten.mkldnn_rnn_layer, aten.mkldnn_rnn_layer_backward}
 
 
 class RecordProducts(TorchDispatchMode):
@@ -55,7 +55,7 @@ class RecordProducts(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in PRODUCTS or func in LAYER_KERNELS:
+        if func.overloadpacket in PRODUCTS or func.overloadpacket in LAYER_KERNELS:
             copy = lambda t: torch.empty_strided(t.size(), t.stride(), dtype=t.dtype).copy_(t)  # noqa: E731
             self.calls.append((func, *tree_map_only(torch.Tensor, copy, (args, kwargs))))
         return func(*args, **kwargs)
@@ -63,9 +63,9 @@ class RecordProducts(TorchDispatchMode):
 
 def product_flops(func: Any, args: tuple) -> int:
     """Floating-point operations of one recorded mm / addmm / bmm / baddbmm (0 for the layer kernels)."""
-    if func in (aten.mm.default, aten.bmm.default):
+    if func.overloadpacket in (aten.mm, aten.bmm):
         a, b = args[0], args[1]
-    elif func in (aten.addmm.default, aten.baddbmm.default):
+    elif func.overloadpacket in (aten.addmm, aten.baddbmm):
         a, b = args[1], args[2]
     else:
         return 0
@@ -140,8 +140,8 @@ def measure(name_of_run: str, build: Callable[[], tuple[Callable[[], None], int,
     with RecordProducts() as recorder:
         step()
     calls = recorder.calls
-    products = [call for call in calls if call[0] in PRODUCTS]
-    kernels = [call for call in calls if call[0] in LAYER_KERNELS]
+    products = [call for call in calls if call[0].overloadpacket in PRODUCTS]
+    kernels = [call for call in calls if call[0].overloadpacket in LAYER_KERNELS]
     flops = sum(product_flops(func, a) for func, a, _ in products)
 
     def replay(recorded: list[tuple[Any, tuple, dict]]) -> Callable[[], None]:
