@@ -31,44 +31,19 @@ from typing import Callable
 
 import torch
 
-from lmlab.data import TokenStream, default_corpus_path, read_corpus, split_text
 from lmlab.models import base
-from lmlab.models.gpt import GPT, GPTConfig
 from lmlab.runtime import keep_freed_memory
-from lmlab.tokenize import CharTokenizer, build_tokenizer
-from lmlab.train import TrainConfig
-from lmlab.train.trainer import make_optimizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_floor import lstm_step  # noqa: E402  (the PTB LSTM step, shared with step_floor.py)
+from step_floor import gpt_step, lstm_step  # noqa: E402  (the steps step_floor.py measures)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-
-def gpt_step(tokenizer: str) -> Callable[[], None]:
-    train_text, _ = split_text(read_corpus(default_corpus_path()))
-    tok = CharTokenizer.train(train_text) if tokenizer == "char" else build_tokenizer("gpt2")
-    stream = TokenStream(tok.encode_array(train_text))
-    torch.manual_seed(1337)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=4, n_head=4, d_model=128, context_len=64,
-                          dropout=0.0)).train()
-    config = TrainConfig(lr=1e-3, batch_size=12, grad_clip=0.0)
-    optimizer = make_optimizer(model, config)
-    rng = torch.Generator().manual_seed(1337)
-
-    def step() -> None:
-        x, y = stream.random_windows(config.batch_size, model.context_len, rng)
-        _, loss = model(x, y)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return step
-
-
 CASES = {  # name: (what, build, steps per block)
     "lstm-ptb": ("PTB LSTM, 2 x 200, V = 10,000, batch 20 x 20", lambda: lstm_step()[0], 20),
-    "gpt-gpt2-vocab": ("GPT 4 x 128, context 64, batch 12, GPT-2 vocabulary (V = 50,257)", lambda: gpt_step("gpt2"), 5),
-    "gpt-char": ("GPT 4 x 128, context 64, batch 12, characters (V = 65)", lambda: gpt_step("char"), 20),
+    "gpt-gpt2-vocab": ("GPT 4 x 128, context 64, batch 12, GPT-2 vocabulary (V = 50,257)",
+                       lambda: gpt_step("gpt2")[0], 5),
+    "gpt-char": ("GPT 4 x 128, context 64, batch 12, characters (V = 65)", lambda: gpt_step("char")[0], 20),
 }
 
 

@@ -36,7 +36,7 @@ from lmlab.data import TokenStream, default_corpus_path, read_corpus, split_text
 from lmlab.models.gpt import GPT, GPTConfig
 from lmlab.models.rnn import RNNConfig, RNNLM
 from lmlab.runtime import keep_freed_memory
-from lmlab.tokenize import CharTokenizer, WordTokenizer
+from lmlab.tokenize import CharTokenizer, WordTokenizer, build_tokenizer
 from lmlab.train import TrainConfig
 from lmlab.train.trainer import make_optimizer, steps_for_epochs
 
@@ -74,10 +74,11 @@ def product_flops(func: Any, args: tuple) -> int:
     return 2 * batch * a.size(-2) * a.size(-1) * b.size(-1)
 
 
-def gpt_step() -> tuple[Callable[[], None], int, str]:
-    """The Shakespeare GPT step of benchmarks/shakespeare_char.py, as lmlab's trainer runs it."""
+def gpt_step(tokenizer: str = "char") -> tuple[Callable[[], None], int, str]:
+    """The Shakespeare GPT step of benchmarks/shakespeare_char.py, as lmlab's trainer runs it
+    (with tokenizer "gpt2": the same model over the GPT-2 vocabulary)."""
     train_text, _ = split_text(read_corpus(default_corpus_path()))
-    tok = CharTokenizer.train(train_text)
+    tok = CharTokenizer.train(train_text) if tokenizer == "char" else build_tokenizer(tokenizer)
     stream = TokenStream(tok.encode_array(train_text))
     torch.manual_seed(1337)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=4, n_head=4, d_model=128, context_len=64,
