@@ -74,6 +74,14 @@ def test_backward_twice_with_retain_graph_gives_the_same_gradient():
     torch.testing.assert_close(hidden.grad, 2 * first)
 
 
+def test_a_second_derivative_is_refused():
+    hidden, weight, bias = leaves(4, 8, 40)
+    _, loss = SoftmaxLayer.apply(hidden, weight, bias, torch.arange(4))
+    (grad,) = torch.autograd.grad(loss, hidden, create_graph=True)
+    with pytest.raises(RuntimeError):
+        grad.sum().backward()
+
+
 def test_every_target_skipped_gives_nan_like_cross_entropy():
     hidden, weight, bias = leaves(3, 4, 10)
     targets = torch.full((3,), -1)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -61,6 +62,7 @@ class SoftmaxLayer(torch.autograd.Function):
         return logits, nll.masked_fill(~kept, 0.0).sum() / count
 
     @staticmethod
+    @once_differentiable  # a second derivative through it raises instead of coming out wrong
     def backward(ctx: Any, grad_logits: torch.Tensor | None, grad_loss: torch.Tensor | None
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
         hidden, weight, probs, total, index, kept, count = ctx.saved_tensors
@@ -102,6 +104,7 @@ def softmax_layer(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor
     logits, loss = SoftmaxLayer.apply(hidden.reshape(-1, hidden.size(-1)), head.weight, head.bias,
                                       targets.reshape(-1))
     return logits.view(*hidden.shape[:-1], -1), loss
+
 
 class ReadInOrder:
     """Mixed into a model that carries a state from one window to the next (`recurrent`): lmlab's
