@@ -298,8 +298,12 @@ def test_an_epoch_of_random_windows_holds_as_many_tokens_as_the_data(tmp_path: P
 # --- exact resume ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["plain-softmax-layer", "fused-softmax-layer"])
 def test_lstm_resume_after_interruption_is_exact(tmp_path: Path, tiny_corpus: Path,
-                                                 monkeypatch: pytest.MonkeyPatch):
+                                                 monkeypatch: pytest.MonkeyPatch, fused: bool):
+    import lmlab.models.base as base
+
+    monkeypatch.setattr(base, "FUSED_MIN_VOCAB", 0 if fused else 1 << 62)  # whatever the tiny vocabulary's size
     run_lstm(tiny_corpus, tmp_path / "a", max_steps=40, eval_every=10)
     import lmlab.train.trainer as trainer
 
