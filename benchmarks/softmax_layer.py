@@ -8,6 +8,7 @@ speed-up is the median over repeats of the plain block's time over the fused blo
 load from other processes hits both alike.
 
 - lstm-ptb: the PTB LSTM of benchmarks/ptb.py (Zaremba et al.'s small configuration, V = 10,000).
+- nplm-ptb: the PTB NPLM of benchmarks/ptb.py (order 5, no direct connections, V = 10,000).
 - gpt-gpt2-vocab: the Shakespeare GPT's shape (4 x 128, context 64, batch 12) with the GPT-2
   vocabulary (V = 50,257).
 - gpt-char: the Shakespeare GPT itself (V = 65), which is why the fused layer has a minimum
@@ -32,15 +33,28 @@ from typing import Callable
 import torch
 
 from lmlab.models import base
+from lmlab.models.nplm import NPLM, NPLMConfig
 from lmlab.runtime import keep_freed_memory
+from lmlab.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_floor import gpt_step, lstm_step  # noqa: E402  (the steps step_floor.py measures)
+from step_floor import gpt_step, in_order_step, lstm_step, ptb_stream  # noqa: E402  (shared with step_floor.py)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+def nplm_step() -> Callable[[], None]:
+    """The PTB NPLM of benchmarks/ptb.py: order 5, embeddings 128, tanh layer 256, AdamW."""
+    tok, stream = ptb_stream()
+    torch.manual_seed(1337)
+    model = NPLM(NPLMConfig(vocab_size=tok.vocab_size, order=5, d_embed=128, hidden=256, dropout=0.3)).train()
+    config = TrainConfig(lr=2e-3, min_lr=1e-4, warmup_steps=200, weight_decay=0.1, grad_clip=1.0, batch_size=32,
+                         bptt=32)
+    return in_order_step(model, config, stream)
+
+
 CASES = {  # name: (what, build, steps per block)
     "lstm-ptb": ("PTB LSTM, 2 x 200, V = 10,000, batch 20 x 20", lambda: lstm_step()[0], 20),
+    "nplm-ptb": ("PTB NPLM, 4 words x 128 -> 256, V = 10,000, batch 32 x 32", nplm_step, 10),
     "gpt-gpt2-vocab": ("GPT 4 x 128, context 64, batch 12, GPT-2 vocabulary (V = 50,257)",
                        lambda: gpt_step("gpt2")[0], 5),
     "gpt-char": ("GPT 4 x 128, context 64, batch 12, characters (V = 65)", lambda: gpt_step("char")[0], 20),

@@ -98,18 +98,16 @@ def gpt_step(tokenizer: str = "char") -> tuple[Callable[[], None], int, str]:
     return step, config.max_steps, "Shakespeare GPT (4 x 128, context 64, batch 12)"
 
 
-def lstm_step() -> tuple[Callable[[], None], int, str]:
-    """The PTB LSTM step of benchmarks/ptb.py (Zaremba et al.'s small configuration)."""
+def ptb_stream() -> tuple[WordTokenizer, TokenStream]:
+    """PTB's training split as benchmarks/ptb.py tokenizes it (its 10k words and <eos>)."""
     text = (PTB / "ptb.train.txt").read_text(encoding="utf-8")
     tok = WordTokenizer.train(text, split_punctuation=False, eos_per_line=True)
-    stream = TokenStream(tok.encode_array(text))
-    torch.manual_seed(1337)
-    model = RNNLM(RNNConfig(cell="lstm", vocab_size=tok.vocab_size, d_embed=200, hidden=200, layers=2,
-                            dropout=0.0, init_scale=0.1)).train()
-    config = TrainConfig(optimizer="sgd", lr=20.0, grad_clip=0.25, schedule="step", lr_decay=0.5,
-                         lr_decay_start=4, warmup_steps=0, batch_size=20, bptt=20, max_steps=1)
+    return tok, TokenStream(tok.encode_array(text))
+
+
+def in_order_step(model: torch.nn.Module, config: TrainConfig, stream: TokenStream) -> Callable[[], None]:
+    """The trainer's step for a model read in order: consecutive batches, the state carried across."""
     optimizer = make_optimizer(model, config)
-    steps = steps_for_epochs(model, stream, config, 13)
     state: list[Any] = [None]
     index = [0]
 
@@ -122,7 +120,19 @@ def lstm_step() -> tuple[Callable[[], None], int, str]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip, foreach=True)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return step, steps, "PTB LSTM (2 x 200, vocab 10,000, unroll 20, batch 20)"
+    return step
+
+
+def lstm_step() -> tuple[Callable[[], None], int, str]:
+    """The PTB LSTM step of benchmarks/ptb.py (Zaremba et al.'s small configuration)."""
+    tok, stream = ptb_stream()
+    torch.manual_seed(1337)
+    model = RNNLM(RNNConfig(cell="lstm", vocab_size=tok.vocab_size, d_embed=200, hidden=200, layers=2,
+                            dropout=0.0, init_scale=0.1)).train()
+    config = TrainConfig(optimizer="sgd", lr=20.0, grad_clip=0.25, schedule="step", lr_decay=0.5,
+                         lr_decay_start=4, warmup_steps=0, batch_size=20, bptt=20, max_steps=1)
+    steps = steps_for_epochs(model, stream, config, 13)
+    return in_order_step(model, config, stream), steps, "PTB LSTM (2 x 200, vocab 10,000, unroll 20, batch 20)"
 
 
 def sustained_gflops(size: int = 2048, repeats: int = 5) -> float:

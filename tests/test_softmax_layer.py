@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from lmlab.models import base
 from lmlab.models.base import FUSED_MIN_VOCAB, VOCAB_BLOCK, SoftmaxLayer, lm_loss, softmax_layer
 from lmlab.models.gpt import GPT, GPTConfig
+from lmlab.models.nplm import NPLM, NPLMConfig
 from lmlab.models.quantize import Int8Linear
 from lmlab.models.rnn import RNNConfig, RNNLM
 
@@ -108,7 +109,7 @@ def test_softmax_layer_uses_the_fused_path_only_where_it_can(monkeypatch):
     assert not calls and logits.shape == (2, 3, FUSED_MIN_VOCAB) and torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("family", ["lstm", "gpt"])
+@pytest.mark.parametrize("family", ["lstm", "gpt", "nplm"])
 def test_models_train_the_same_through_either_path(family, monkeypatch):
     """A model with a large vocabulary gets the same loss and gradients with the fused layer as with
     F.linear and lm_loss (FUSED_MIN_VOCAB raised past its vocabulary)."""
@@ -118,8 +119,10 @@ def test_models_train_the_same_through_either_path(family, monkeypatch):
     for threshold in (FUSED_MIN_VOCAB, vocab + 1):
         monkeypatch.setattr(base, "FUSED_MIN_VOCAB", threshold)
         torch.manual_seed(0)
-        model = (RNNLM(RNNConfig(cell="lstm", vocab_size=vocab, d_embed=16, hidden=16, layers=1)) if family == "lstm"
-                 else GPT(GPTConfig(vocab_size=vocab, n_layer=1, n_head=2, d_model=16, context_len=16, dropout=0.0)))
+        model = {"lstm": lambda: RNNLM(RNNConfig(cell="lstm", vocab_size=vocab, d_embed=16, hidden=16, layers=1)),
+                 "gpt": lambda: GPT(GPTConfig(vocab_size=vocab, n_layer=1, n_head=2, d_model=16, context_len=16,
+                                              dropout=0.0)),
+                 "nplm": lambda: NPLM(NPLMConfig(vocab_size=vocab, order=3, d_embed=8, hidden=16))}[family]()
         logits, loss = model(ids[:, :-1], ids[:, 1:])
         loss.backward()
         results.append((logits.detach(), loss.detach(), [p.grad.clone() for p in model.parameters()]))

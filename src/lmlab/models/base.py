@@ -34,10 +34,10 @@ class SoftmaxLayer(torch.autograd.Function):
       (softmax - one-hot) / N, instead of taking the exponentials again;
     - the two products whose output is V wide (the logits, and the weight's gradient) run in blocks
       of VOCAB_BLOCK vocabulary rows, whose operands stay in cache.
-    On the project's 2-core AVX2 machine the training steps of the PTB LSTM (V = 10,000) and of a
-    small GPT with the GPT-2 vocabulary run 5-15% faster (benchmarks/softmax_layer.py); with a
-    character vocabulary its extra kernels cost as much as they save, so `softmax_layer` uses it
-    from FUSED_MIN_VOCAB up.
+    On the project's 2-core AVX2 machine the training steps of the PTB LSTM and NPLM (V = 10,000)
+    and of a small GPT with the GPT-2 vocabulary run 3-15% faster (benchmarks/softmax_layer.py);
+    with a character vocabulary its extra kernels cost about as much as they save, so
+    `softmax_layer` uses it from FUSED_MIN_VOCAB up.
     """
 
     @staticmethod

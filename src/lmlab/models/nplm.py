@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from lmlab.errors import LmlabError
-from lmlab.models.base import ReadInOrder, lm_loss
+from lmlab.models.base import ReadInOrder, lm_loss, softmax_layer
 from lmlab.models.config import config_from_dict
 
 NO_TOKEN = -1  # a history slot before the start of the text
@@ -106,12 +106,18 @@ class NPLM(ReadInOrder, nn.Module):
     def empty_history(self, batch_size: int, device: torch.device) -> torch.Tensor:
         return torch.full((batch_size, self.window), NO_TOKEN, dtype=torch.long, device=device)
 
-    def logits_of(self, contexts: torch.Tensor) -> torch.Tensor:
-        """contexts (..., n-1) of ids (NO_TOKEN allowed) -> next-token logits (..., V)."""
+    def _layers(self, contexts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """contexts (..., n-1) of ids (NO_TOKEN allowed) -> x, the concatenated embeddings
+        (..., (n-1) * d_embed), and the tanh layer that feeds the softmax layer (..., hidden)."""
         present = (contexts != NO_TOKEN).unsqueeze(-1)  # (..., n-1, 1)
         e = self.embed(contexts.clamp(min=0)) * present.to(self.embed.weight.dtype)  # (..., n-1, d_embed)
-        x = self.drop(e.flatten(-2))  # (..., (n-1) * d_embed)
-        y = self.out(self.drop(torch.tanh(self.hidden(x))))  # (..., V)
+        x = self.drop(e.flatten(-2))
+        return x, self.drop(torch.tanh(self.hidden(x)))
+
+    def logits_of(self, contexts: torch.Tensor) -> torch.Tensor:
+        """contexts (..., n-1) of ids (NO_TOKEN allowed) -> next-token logits (..., V)."""
+        x, h = self._layers(contexts)
+        y = self.out(h)  # (..., V)
         return y + self.direct(x) if self.direct is not None else y
 
     def forward_with_state(self, ids: torch.Tensor, targets: torch.Tensor | None = None, state: State | None = None
@@ -121,10 +127,13 @@ class NPLM(ReadInOrder, nn.Module):
         history = self.empty_history(ids.size(0), ids.device) if state is None else state[0]
         full = torch.cat([history, ids], dim=1)  # (B, n-1 + T)
         contexts = full.unfold(1, self.window, 1)[:, 1:]  # (B, T, n-1): the n-1 ids ending at each position
-        logits = self.logits_of(contexts)  # (B, T, V)
         new_state = (full[:, -self.window:],)
         if targets is None:
-            return logits, None, new_state
+            return self.logits_of(contexts), None, new_state  # (B, T, V)
+        if self.direct is None:
+            logits, loss = softmax_layer(self._layers(contexts)[1], self.out, targets)
+            return logits, loss, new_state
+        logits = self.logits_of(contexts)
         return logits, lm_loss(logits, targets), new_state
 
     def step(self, ids: torch.Tensor, state: State | None = None, mask: torch.Tensor | None = None
