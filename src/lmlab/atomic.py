@@ -1,6 +1,7 @@
 """Atomic file writes: write to a temporary file in the same directory, fsync, rename.
 
-A crash at any moment leaves either the old file or the new one, never half of one.
+A crash at any moment leaves either the old file or the new one, never half of one; and a folder
+lmlab fills is one that held nothing before (`check_new_folder`).
 Below every layer, like errors.py; checkpoint layout lives in io/checkpoint.py.
 """
 from __future__ import annotations
@@ -11,6 +12,8 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+from lmlab.errors import LmlabError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -44,6 +47,20 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def check_new_folder(path: str | os.PathLike) -> None:
+    """LmlabError unless `path` can become a folder for lmlab to fill: it does not exist yet or is an
+    empty folder, and lies under folders. lmlab never writes over, or cleans up among, files it did
+    not make."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LmlabError(f"--out {path} is a file; give a new folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise LmlabError(f"--out {path} is not an empty folder: it already holds files; give a new or empty "
+                         "folder (lmlab never writes among files it did not make)")
+    if any(parent.exists() and not parent.is_dir() for parent in path.parents):
+        raise LmlabError(f"--out {path} lies under a file, not a folder; give a folder path")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

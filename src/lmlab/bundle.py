@@ -19,7 +19,7 @@ from lmlab.errors import LmlabError
 from lmlab.evaluate import Perplexity, perplexity
 from lmlab.generate import GenerationConfig, GenerationOutput, generate_sequences, generate_text
 from lmlab.generate.text import Prompts
-from lmlab.atomic import atomic_write_text
+from lmlab.atomic import atomic_write_text, check_new_folder
 from lmlab.io.checkpoint import MODEL_FILE, TOKENIZER_FILE, load_model_weights, load_tensors, read_run_config
 from lmlab.io.hf import is_hf_model_dir, read_hf_config, read_hf_gpt2, write_hf_gpt2
 from lmlab.models import build_model, is_counted
@@ -117,11 +117,16 @@ def _load_run(path: Path) -> Bundle:
     except KeyError as e:
         raise LmlabError(f"{path}/config.json lacks {e}; the run directory is damaged") from None
     load_model_weights(path, model)
-    tokenizer = load_tokenizer(path / TOKENIZER_FILE)
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise LmlabError(f"{path / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but the model reads "
-                         f"{model.config.vocab_size}: the tokenizer is not the one this run was trained with")
+    tokenizer = _checked_tokenizer(load_tokenizer(path / TOKENIZER_FILE), model.config.vocab_size, path / TOKENIZER_FILE)
     return Bundle(model=model, tokenizer=tokenizer, config=config, path=path)
+
+
+def _checked_tokenizer(tokenizer: Tokenizer, vocab_size: int, source: Path) -> Tokenizer:
+    """`tokenizer`, if the model has an embedding for each of its ids; else an LmlabError."""
+    if tokenizer.vocab_size > vocab_size:
+        raise LmlabError(f"{source}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                         f"{vocab_size}: it is not the one this run was trained with")
+    return tokenizer
 
 
 ARPA_SUFFIXES = (".arpa", ".arpa.gz")
@@ -163,10 +168,8 @@ def _load_hf(path: Path) -> Bundle:
     if result.unexpected_keys or set(result.missing_keys) - {"lm_head.weight"}:
         raise LmlabError(f"{path}: weights do not fit a GPT-2 of this config (missing {result.missing_keys[:3]})")
     config = {"model": {"family": "gpt", "config": model_config}, "source": "huggingface"}
-    tokenizer = _hf_tokenizer(path, model_config["vocab_size"], _hf_eos_id(hf_config))
-    if tokenizer.vocab_size > model_config["vocab_size"]:
-        raise LmlabError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
-                         f"{model_config['vocab_size']}; the directory's tokenizer is not the model's")
+    tokenizer = _checked_tokenizer(_hf_tokenizer(path, model_config["vocab_size"], _hf_eos_id(hf_config)),
+                         model_config["vocab_size"], path)
     return Bundle(model=model, tokenizer=tokenizer, config=config, path=path)
 
 
@@ -213,9 +216,7 @@ def export_hf(run_dir: str | Path, out_dir: str | Path) -> list[str]:
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     config = read_run_config(run_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise LmlabError(f"{out_dir} already exists and is not an empty folder; export to a new one "
-                         "(lmlab never writes over files it did not make)")
+    check_new_folder(out_dir)
     if config["model"]["family"] != "gpt":
         raise LmlabError(f"only GPT runs export to Hugging Face format; {run_dir} is a {config['model']['family']} run")
     tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)

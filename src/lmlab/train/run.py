@@ -15,7 +15,7 @@ import torch
 
 from lmlab.data import TokenStream, default_corpus_path, read_corpus, split_text, tokenize_to_file
 from lmlab.errors import LmlabError
-from lmlab.atomic import remove_stale_temporaries
+from lmlab.atomic import check_new_folder, remove_stale_temporaries
 from lmlab.io.checkpoint import (MODEL_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, checkpoint_step, read_run_config,
                                  write_run_config)
 from lmlab.models import FAMILIES, PRESET_FAMILY, PRESETS, build_model, is_counted
@@ -104,20 +104,6 @@ def _write_token_caches(run_dir: Path, tokenizer: Any, train_text: str, val_text
                  for name, text in (("train", train_text), ("val", val_text)))
 
 
-def _check_new_run_dir(run_dir: Path) -> None:
-    """A new run is written only into a folder that does not exist yet or is empty: lmlab never
-    writes over, or cleans up after itself among, files it did not make."""
-    if (run_dir / "config.json").exists():
-        raise LmlabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise LmlabError(f"--out {run_dir} is a file; give a new folder for the run")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        raise LmlabError(f"--out {run_dir} is a folder that already holds files; give a new or empty folder "
-                         "(lmlab never writes a run among other files)")
-    if any(parent.exists() and not parent.is_dir() for parent in run_dir.parents):
-        raise LmlabError(f"--out {run_dir} lies under a file, not a folder; give a folder path")
-
-
 def _remove_token_caches(run_dir: Path) -> None:
     """Delete only the files lmlab wrote, then the folders if that left them empty."""
     for name in ("train.bin", "train.bin.json", "val.bin", "val.bin.json"):
@@ -168,7 +154,9 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
     run_dir = Path(out)
     if resume:
         return _resume(run_dir, train_overrides or {}, progress)
-    _check_new_run_dir(run_dir)
+    if (run_dir / "config.json").exists():
+        raise LmlabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    check_new_folder(run_dir)  # a new run goes only into a new or empty folder
     if model not in FAMILIES:
         raise LmlabError(f"unknown model family {model!r}; choose one of: {', '.join(FAMILIES)}")
     train_given = {k: v for k, v in (train_overrides or {}).items() if v is not None}
