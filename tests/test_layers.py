@@ -12,9 +12,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lmlab"
 LAYERS = [
     ["errors", "atomic", "runtime"],
     ["data"],
-    ["io"],
     ["tokenize"],
     ["models"],
+    ["io"],
     ["generate"],
     ["train", "evaluate", "embed", "viz"],
     ["bundle", "compare", "cli", "serve", "__init__", "__main__"],

@@ -112,7 +112,7 @@ def test_weights_start_uniform_in_init_scale():
 
 
 def test_lstm_small_has_zarembas_parameter_count():
-    model = build_model("lstm", {"vocab_size": 10_000, **lmlab.models.PRESETS["lstm-small"]})
+    model = build_model("lstm", {"vocab_size": 10_000, **lmlab.models.PRESETS["lstm-small"][1]})
     embed, softmax = 10_000 * 200, 200 * 10_000 + 10_000
     lstm_layer = 4 * 200 * (200 + 200) + 2 * 4 * 200  # four gates: input and recurrent weights, two biases
     assert model.num_parameters() == embed + 2 * lstm_layer + softmax == 4_653_200

@@ -22,7 +22,7 @@ from lmlab.generate.text import Prompts
 from lmlab.atomic import atomic_write_text, check_new_folder
 from lmlab.io.checkpoint import MODEL_FILE, TOKENIZER_FILE, load_model_weights, load_tensors, read_run_config
 from lmlab.io.hf import is_hf_model_dir, read_hf_config, read_hf_gpt2, write_hf_gpt2
-from lmlab.models import build_model, is_counted
+from lmlab.models import build_model, family_of
 from lmlab.models.ngram_arpa import read_arpa, write_arpa
 from lmlab.models.quantize import quantize_int8
 from lmlab.tokenize import BPETokenizer, GPT2Tokenizer, Tokenizer, WordTokenizer
@@ -102,7 +102,7 @@ def load(path: str | Path, dtype: str = "float32") -> Bundle:
         bundle = _load_arpa(path)
     else:
         bundle = _load_run(path)
-    if not is_counted(bundle.model):  # an n-gram's tables are probabilities, not weights: they stay float32
+    if family_of(bundle.model).kind != "counted":  # an n-gram's tables are probabilities, not weights: they stay float32
         bundle.model.to(DTYPES[dtype])
     bundle.model.eval()
     if dtype in QUANTIZERS:

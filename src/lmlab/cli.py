@@ -164,7 +164,7 @@ def _check_family_flags(family: str, given: list[str], args: argparse.Namespace)
     """Model flags must be ones the family has (--order means nothing to a GPT); --k is add-k's."""
     from lmlab.models import FAMILIES
 
-    fields = {f.name for f in dataclasses.fields(FAMILIES[family].config_class)}
+    fields = {f.name for f in dataclasses.fields(FAMILIES[family].config_class())}
     wrong = [k for k in given if k not in fields]
     if wrong:
         flags = ", ".join("--" + k.replace("_", "-") for k in wrong)

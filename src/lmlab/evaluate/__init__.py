@@ -1,6 +1,6 @@
 """Scoring text: mean loss, perplexity and bits per byte over non-overlapping context windows.
 
-Recurrent models (`model.recurrent`: nplm, rnn, lstm, gru) are scored in order instead, carrying
+Families that train on streams (models/registry.py: nplm, rnn, lstm, gru) are scored in order instead, carrying
 their state from one window to the next, so each token is predicted from everything before it:
 with one row, the standard way PTB perplexities are computed.
 
@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from lmlab.data import TokenStream
 from lmlab.errors import LmlabError
-from lmlab.models import is_counted
+from lmlab.models import family_of
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,11 @@ def total_nll(model: nn.Module, stream: TokenStream, context_len: int | None, ba
     it in its window. A recurrent model is read in order instead (`sequential_nll`, with
     `batch_size` rows and `context_len` tokens per chunk).
     """
-    if is_counted(model):  # count-based models score a whole stream at once
+    reads = family_of(model).trains_on
+    if reads == "counts":  # count-based models score a whole stream at once
         log_probs = model.token_log_probs(stream.tokens)
         return -float(log_probs.sum()), len(log_probs)
-    if getattr(model, "recurrent", False):
+    if reads == "streams":
         return sequential_nll(model, stream, batch_size, context_len or SEQUENTIAL_CHUNK, max_batches, bf16)
     was_training = model.training
     model.eval()
@@ -113,7 +114,7 @@ def perplexity(model: nn.Module, tokenizer: Any, text: str | None = None, *, str
     text is cut into (default 1: every token predicted from the whole text before it).
     """
     if batch_size is None:
-        batch_size = 1 if getattr(model, "recurrent", False) else 16
+        batch_size = 1 if family_of(model).trains_on == "streams" else 16
     if stream is None:
         stream = TokenStream(tokenizer.encode_array(text))
         text_bytes = len(text.encode("utf-8"))

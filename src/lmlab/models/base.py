@@ -107,11 +107,9 @@ def softmax_layer(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor
 
 
 class ReadInOrder:
-    """Mixed into a model that carries a state from one window to the next (`recurrent`): lmlab's
-    trainer and evaluator feed it consecutive batches, and `forward` is `forward_with_state`
-    without the state it returns."""
-
-    recurrent = True
+    """Mixed into a model that carries a state from one window to the next (a family that trains
+    on streams, models/registry.py): lmlab's trainer and evaluator feed it consecutive batches, and
+    `forward` is `forward_with_state` without the state it returns."""
 
     def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None, state: tuple | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:

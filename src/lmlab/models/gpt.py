@@ -58,14 +58,6 @@ class GPTConfig:
         return dataclasses.asdict(self)
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "gpt-micro": dict(n_layer=4, n_head=4, d_model=128, context_len=64),
-    "gpt-mini": dict(n_layer=6, n_head=6, d_model=192, context_len=256),
-    "gpt-small": dict(n_layer=6, n_head=6, d_model=384, context_len=256),
-    "gpt2": dict(n_layer=12, n_head=12, d_model=768, context_len=1024, activation="gelu_tanh"),
-}
-
-
 def causal_mask(n_query: int, n_key: int, device: torch.device) -> torch.Tensor | None:
     """Bool mask (n_query, n_key): query i sits at absolute position n_key - n_query + i.
 

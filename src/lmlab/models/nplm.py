@@ -60,12 +60,6 @@ class NPLMConfig:
         return dataclasses.asdict(self)
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "nplm-bengio": dict(order=5, d_embed=30, hidden=100, direct=True),  # n, h and m of the paper's Brown-corpus nets
-    "nplm-small": dict(order=5, d_embed=100, hidden=200),
-}
-
-
 def append_ids(history: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """history (B, H) followed by ids (B, T), with the positions `mask` marks 0 taken out: each row
     is right-aligned and filled with NO_TOKEN on the left.

@@ -60,17 +60,6 @@ class RNNConfig:
         return dataclasses.asdict(self)
 
 
-# Zaremba et al.'s small / medium / large PTB models; the family (rnn, lstm, gru) sets the cell.
-PRESETS: dict[str, dict[str, Any]] = {
-    "lstm-small": dict(d_embed=200, hidden=200, layers=2, dropout=0.0, init_scale=0.1),
-    "lstm-medium": dict(d_embed=650, hidden=650, layers=2, dropout=0.5, init_scale=0.05),
-    "lstm-large": dict(d_embed=1500, hidden=1500, layers=2, dropout=0.65, init_scale=0.04),
-    "gru-small": dict(d_embed=200, hidden=200, layers=2, dropout=0.0, init_scale=0.1),
-    "rnn-small": dict(d_embed=200, hidden=200, layers=2, dropout=0.0, init_scale=0.1),
-}
-PRESET_FAMILY: dict[str, str] = {name: name.split("-")[0] for name in PRESETS}
-
-
 class Cells(nn.Module):
     """A stack of `layers` recurrent cells (one fused nn.RNN / nn.GRU / nn.LSTM, batch first) whose
     state is always a tuple of (layers, B, hidden) tensors."""

@@ -18,13 +18,12 @@ from lmlab.errors import LmlabError
 from lmlab.atomic import check_new_folder, remove_stale_temporaries
 from lmlab.io.checkpoint import (MODEL_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, checkpoint_step, read_run_config,
                                  write_run_config)
-from lmlab.models import FAMILIES, PRESET_FAMILY, PRESETS, build_model, is_counted
+from lmlab.models import build_model, family, family_of, preset_options
 from lmlab.tokenize import build_tokenizer
 from lmlab.tokenize import load as load_tokenizer
 from lmlab.train.trainer import FitResult, TrainConfig, fit, fit_counts, steps_for_epochs
 
 CACHE_DIR = "cache"
-DEFAULT_MODEL = dict(n_layer=4, n_head=4, d_model=128, context_len=64)
 
 
 @dataclass
@@ -38,15 +37,10 @@ class RunResult:
     parameters: int
 
 
-def model_options(family: str, preset: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Preset values, then explicit overrides (None means "not given")."""
-    options: dict[str, Any] = dict(DEFAULT_MODEL) if family == "gpt" and preset is None else {}
-    if preset is not None:
-        if preset not in PRESETS:
-            raise LmlabError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-        if PRESET_FAMILY[preset] != family:
-            raise LmlabError(f"preset {preset!r} is for --model {PRESET_FAMILY[preset]}, not {family}")
-        options.update(PRESETS[preset])
+def model_options(family_name: str, preset: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The preset's values (or the family's default preset's), then explicit overrides (None means
+    "not given")."""
+    options = preset_options(family_name, preset)
     options.update({k: v for k, v in overrides.items() if v is not None})
     return options
 
@@ -157,11 +151,10 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
     if (run_dir / "config.json").exists():
         raise LmlabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     check_new_folder(run_dir)  # a new run goes only into a new or empty folder
-    if model not in FAMILIES:
-        raise LmlabError(f"unknown model family {model!r}; choose one of: {', '.join(FAMILIES)}")
+    entry = family(model)
     train_given = {k: v for k, v in (train_overrides or {}).items() if v is not None}
     if "epochs" in train_given and "max_steps" in train_given:
-        raise LmlabError("give --epochs or --max-steps, not both")
+        raise LmlabError("give epochs or max_steps, not both", params=("epochs", "max_steps"))
     train_config = TrainConfig.from_dict(train_given)
     options = model_options(model, preset, model_overrides or {})
     train_text, val_text = _load_split(data, val_data, val_fraction)
@@ -170,21 +163,21 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
         tokenizer_options.setdefault("eos_per_line", True)
     tok = build_tokenizer(tokenizer, train_text, **tokenizer_options)
     options["vocab_size"] = tok.vocab_size
-    if model == "ngram":  # a line end (<eos>) is the n-gram's sentence end
-        options.setdefault("eos_id", tok.special_tokens.get("<eos>"))
+    for name, token in entry.from_tokenizer.items():
+        options.setdefault(name, tok.special_tokens.get(token))
     torch.manual_seed(train_config.seed)
     net = _build(model, options)  # validates the model options before anything is written
-    if is_counted(net) and train_given:
-        raise LmlabError(f"--model {model} is counted in one pass, not trained by steps: drop the training options "
-                         f"({', '.join(sorted(train_given))})")
+    counted = entry.trains_on == "counts"
+    if counted and train_given:
+        raise LmlabError(f"model {model} is counted in one pass, not trained by steps: drop the training options "
+                         f"({', '.join(sorted(train_given))})", params=("model", *sorted(train_given)))
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise LmlabError(f"cannot create the run directory {run_dir}: {e.strerror or e}") from None
     train_stream, val_stream = _write_token_caches(run_dir, tok, train_text, val_text)
-    recurrent = getattr(net, "recurrent", False)
     try:
-        check_lengths(train_stream, val_stream, None if recurrent else net.context_len or train_config.bptt)
+        check_lengths(train_stream, val_stream, None if entry.trains_on == "streams" else net.context_len or train_config.bptt)
     except LmlabError:
         _remove_token_caches(run_dir)
         raise
@@ -205,7 +198,7 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
     }
     write_run_config(run_dir, config)  # last: a directory with config.json is a complete run set-up
     del train_text, val_text  # the token files hold them now: training needs no copy of the corpus
-    if is_counted(net):
+    if counted:
         return _finish(run_dir, net, fit_counts(net, train_stream, val_stream, run_dir))
     return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, progress=progress))
 
@@ -237,12 +230,13 @@ def _resume(run_dir: Path, train_overrides: dict[str, Any], progress: bool) -> R
     if "epochs" in changes and changes["epochs"] is not None:
         train_config = dataclasses.replace(
             train_config, max_steps=steps_for_epochs(net, train_stream, train_config, train_config.epochs))
-    if not is_counted(net):
+    counted = family_of(net).trains_on == "counts"
+    if not counted:
         _check_resumable(run_dir, train_config.max_steps)
     if changes:
         config["train"] = train_config.to_dict()
         write_run_config(run_dir, {k: v for k, v in config.items() if k != "format_version"})
-    if is_counted(net):  # counting is deterministic: resuming simply counts again
+    if counted:  # counting is deterministic: resuming simply counts again
         return _finish(run_dir, net, fit_counts(net, train_stream, val_stream, run_dir))
     return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, resume=True,
                                      progress=progress))

@@ -5,7 +5,8 @@ per-epoch step decay), gradient clipping and accumulation, optional bf16 autocas
 validation, a progress bar, metrics.jsonl and loss.png, and atomic checkpoints that resume exactly
 (same losses as an uninterrupted run on CPU).
 
-Batches: random windows of `context_len` tokens; recurrent models (`model.recurrent`) instead walk
+Batches: random windows of `context_len` tokens; families that train on streams (models/registry.py:
+nplm, rnn, lstm, gru) instead walk
 the training stream as `batch_size` contiguous rows, `bptt` tokens at a time, carrying their state
 (detached: truncated backpropagation through time) from one batch to the next and starting each
 epoch from the zero state. The carried state is part of the checkpoint.
@@ -33,6 +34,7 @@ from lmlab.errors import LmlabError
 from lmlab.evaluate import mean_loss
 from lmlab.io.checkpoint import (METRICS_FILE, TRAIN_STATE_FILE, load_tensors, save_model_weights,
                                  save_tensors)
+from lmlab.models import family_of
 from lmlab.models.config import config_from_dict
 from lmlab.runtime import keep_freed_memory
 from lmlab.train.schedule import step_decay, warmup_cosine
@@ -129,7 +131,7 @@ class FitResult:
 def epoch_length(model: nn.Module, train_data: TokenStream, config: TrainConfig) -> int:
     """Batches in one pass over `train_data`: the sequential batches of a recurrent model, or as many
     random windows as hold as many tokens as the data (at least 1)."""
-    if getattr(model, "recurrent", False):
+    if family_of(model).trains_on == "streams":
         return train_data.num_sequential_batches(config.batch_size, config.bptt)
     return max(1, len(train_data) // (config.batch_size * (model.context_len or config.bptt)))
 
@@ -244,7 +246,7 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
     """Train `model` on batches of `train_data` (see the module docstring), checkpointing into `run_dir`."""
     run_dir = Path(run_dir)
     keep_freed_memory()  # the same large tensors every step: no page faults for them after the first
-    recurrent = getattr(model, "recurrent", False)
+    recurrent = family_of(model).trains_on == "streams"
     window = model.context_len or config.bptt  # tokens per batch row
     final_rows = 1 if recurrent else config.batch_size  # the last validation reads as `lmlab eval` does
     per_epoch = epoch_length(model, train_data, config)
