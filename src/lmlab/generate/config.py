@@ -1,18 +1,17 @@
 """`GenerationConfig`: the decoding options, with Hugging Face (and, for the penalties and logit
-bias, OpenAI) names and semantics.
+bias, OpenAI) names and semantics, each checked once, when the config is built.
 
-Here: length (max/min new tokens), greedy/sampling, the sampling filters (temperature, top-k,
-top-p, min-p, typical-p), the penalties and bans (repetition, presence, frequency, no-repeat
-n-grams, bad words, suppressed tokens, logit bias), stop strings and end-of-text ids, and the
-beam-search and log-probability options (checked and stored here; the beam loop lives in
-`beam.py`). Which processors an option turns on is decided in `processors.build_processors`; the
-loops that use them are in `loop.py` and `stream.py`.
+Here: the option table — every field carries its default, the check of its values and a help
+line (the CLI makes its flags from them) — and the few checks that span two options (several
+sequences need sampling or beams; top_logprobs needs logprobs). Nothing downstream checks an
+option again: the processors (processors.py) and the loop (engine.py) trust a built config.
+Which processors an option turns on is decided in `processors.build_processors`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping
 
 from lmlab.errors import LmlabError
 
@@ -21,6 +20,12 @@ PENALTY_RANGE = (-2.0, 2.0)  # presence_penalty, frequency_penalty
 LOGIT_BIAS_RANGE = (-100.0, 100.0)
 MAX_TOP_LOGPROBS = 20
 MIN_TEMPERATURE = 1e-6  # below it, logits / temperature overflows float32: use 0 for greedy
+
+Check = Callable[[str, Any], Any]  # (option name, value) -> the value normalised, or an LmlabError
+
+
+def _error(name: str, expected: str, value: Any) -> LmlabError:
+    return LmlabError(f"{name} must be {expected}, got {value!r}", params=(name,))
 
 
 def _is_int(value: Any) -> bool:
@@ -31,55 +36,140 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _token_ids(name: str, value: Any) -> tuple[int, ...]:
-    """`value` (None or a list of token ids) as a tuple, or an error naming `name`."""
+def integer(low: int, high: int | None = None, optional: bool = False, off: str = "") -> Check:
+    """An integer in [low, high] (None allowed if `optional`).
+
+    >>> integer(0)("top_k", -1)
+    Traceback (most recent call last):
+    ...
+    lmlab.errors.LmlabError: top_k must be an integer >= 0, got -1
+    """
+    expected = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
+    expected += f" ({off})" if off else ""
+
+    def check(name: str, value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if not _is_int(value) or value < low or (high is not None and value > high):
+            raise _error(name, expected, value)
+        return value
+
+    return check
+
+
+def number(low: float = -math.inf, high: float = math.inf, *, open_low: bool = False, optional: bool = False,
+           also: tuple[float, ...] = (), off: str = "") -> Check:
+    """A finite number in [low, high] ((low, high] with `open_low`), or one of `also`, as a float.
+
+    >>> number(0, 1, open_low=True)("top_p", 1)
+    1.0
+    >>> number(0, 1, open_low=True)("top_p", 0)
+    Traceback (most recent call last):
+    ...
+    lmlab.errors.LmlabError: top_p must be a number in (0, 1], got 0
+    """
+    if high == math.inf:
+        expected = f"a number {'>' if open_low else '>='} {low:g}" if low > -math.inf else "a finite number"
+    else:
+        expected = f"a number in {'(' if open_low else '['}{low:g}, {high:g}]"
+    if also:
+        expected = f"{' or '.join(f'{a:g}' for a in also)} or {expected}"
+    expected += f" ({off})" if off else ""
+
+    def check(name: str, value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if _is_number(value) and value in also:
+            return float(value)
+        if not _is_number(value) or value > high or value < low or (open_low and value == low):
+            raise _error(name, expected, value)
+        return float(value)
+
+    return check
+
+
+def one_of(*choices: Any) -> Check:
+    """One of a few values (booleans compared by identity, so 1 is not True)."""
+    expected = " or ".join("unset" if c is None else str(c).lower() if isinstance(c, bool) else f'"{c}"'
+                           for c in choices)
+
+    def check(name: str, value: Any) -> Any:
+        if not any(value is c if isinstance(c, bool) or c is None else value == c and not isinstance(value, bool)
+                   for c in choices):
+            raise _error(name, expected, value)
+        return value
+
+    return check
+
+
+def token_ids(name: str, value: Any) -> tuple[int, ...]:
+    """None or a list of token ids, as a tuple."""
     try:
         ids = () if value is None else tuple(value)
     except TypeError:
-        raise LmlabError(f"{name} must be a list of token ids, got {value!r}") from None
+        raise _error(name, "a list of token ids", value) from None
     if isinstance(value, str) or not all(_is_int(i) and i >= 0 for i in ids):
-        raise LmlabError(f"{name} must be a list of token ids (integers >= 0), got {value!r}")
+        raise _error(name, "a list of token ids (integers >= 0)", value)
     return ids
 
 
-def _token_sequences(name: str, value: Any) -> tuple[tuple[int, ...], ...]:
-    """`value` (None or a list of non-empty token-id lists) as a tuple of tuples."""
-    message = f"{name} must be a list of non-empty lists of token ids, e.g. [[42], [7, 8]], got {value!r}"
+def token_sequences(name: str, value: Any) -> tuple[tuple[int, ...], ...]:
+    """None or a list of non-empty token-id lists, as a tuple of tuples."""
+    expected = "a list of non-empty lists of token ids, e.g. [[42], [7, 8]]"
     try:
-        sequences = () if value is None else tuple(value)
-        sequences = tuple(tuple(s) for s in sequences)
+        sequences = () if value is None else tuple(tuple(s) for s in value)
     except TypeError:
-        raise LmlabError(message) from None
+        raise _error(name, expected, value) from None
     if isinstance(value, str) or not all(s and all(_is_int(i) and i >= 0 for i in s) for s in sequences):
-        raise LmlabError(message)
+        raise _error(name, expected, value)
     return sequences
 
 
-def token_bias_pairs(name: str, value: Any) -> tuple[tuple[int, float], ...]:
+def token_bias_pairs(name: str, value: Any) -> tuple[tuple[int, float], ...] | None:
     """A logit bias, given as {token_id: bias} (JSON's string keys allowed) or as (token_id, bias)
-    pairs, as sorted pairs; each bias in [-100, 100] as in OpenAI's `logit_bias`.
+    pairs, as sorted pairs (None when empty); each bias in [-100, 100] as in OpenAI's `logit_bias`.
 
     >>> token_bias_pairs("logit_bias", {"50256": -100, 7: 2.5})
     ((7, 2.5), (50256, -100.0))
     """
+    if value is None:
+        return None
     low, high = LOGIT_BIAS_RANGE
     example = f'e.g. {{"50256": -100}}, got {value!r}'
     try:
         items = value.items() if isinstance(value, Mapping) else value
         pairs = [(key, bias) for key, bias in items]
     except (TypeError, ValueError):
-        raise LmlabError(f"{name} must map token ids to biases, {example}") from None
+        raise LmlabError(f"{name} must map token ids to biases, {example}", params=(name,)) from None
     checked: dict[int, float] = {}
     for key, bias in pairs:
         token_id = int(key) if isinstance(key, str) and key.isascii() and key.isdigit() else key
         if not _is_int(token_id) or token_id < 0:
-            raise LmlabError(f"{name} keys must be token ids (integers >= 0), got {key!r}; {example}")
+            raise LmlabError(f"{name} keys must be token ids (integers >= 0), got {key!r}; {example}", params=(name,))
         if not _is_number(bias) or not low <= bias <= high:
-            raise LmlabError(f"{name} values must be numbers in [{low:g}, {high:g}], got {bias!r} for token {key!r}")
+            raise LmlabError(f"{name} values must be numbers in [{low:g}, {high:g}], got {bias!r} for token {key!r}",
+                             params=(name,))
         if token_id in checked:
-            raise LmlabError(f"{name} gives token {token_id} twice")
+            raise LmlabError(f"{name} gives token {token_id} twice", params=(name,))
         checked[token_id] = float(bias)
-    return tuple(sorted(checked.items()))
+    return tuple(sorted(checked.items())) or None
+
+
+def stop_strings(name: str, value: Any) -> tuple[str, ...]:
+    """None, one string or a list of non-empty strings, as a tuple."""
+    strings = (value,) if isinstance(value, str) else () if value is None else value
+    try:
+        strings = tuple(strings)
+    except TypeError:
+        raise _error(name, "a string or a list of strings", value) from None
+    if not all(isinstance(s, str) and s for s in strings):
+        raise _error(name, "a list of non-empty strings", value)
+    return strings
+
+
+def option(default: Any, check: Check, help: str, *, cli: bool = True) -> Any:
+    """A config field: its default, the check its values pass, and a help line (`cli=False`: no CLI flag)."""
+    return field(default=default, metadata={"check": check, "help": help, "cli": cli})
 
 
 @dataclass(frozen=True)
@@ -102,8 +192,8 @@ class GenerationConfig:
     (token_id, bias) pairs so the config stays hashable).
 
     Stopping: `stop` strings end generation at the text level and are not returned; `eot_ids`
-    are extra end-of-text ids (the tokenizer's own `eot_id` always counts); an end-of-text token is
-    not returned either.
+    are extra end-of-text ids (the tokenizer's own end-of-text id always counts); an end-of-text
+    token is not returned either.
 
     Beam search and log-probabilities (HF/OpenAI names): `num_beams`, `length_penalty`,
     `early_stopping` (True, False or "never"), `num_return_sequences` (<= num_beams with beams; 1
@@ -117,124 +207,64 @@ class GenerationConfig:
     ((50256, -100.0),)
     """
 
-    max_new_tokens: int = 100
-    min_new_tokens: int = 0
-    do_sample: bool | None = None  # None: sample with one beam, search with several
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    typical_p: float | None = None
-    repetition_penalty: float | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    no_repeat_ngram_size: int = 0
-    bad_words_ids: tuple[tuple[int, ...], ...] = ()
-    suppress_tokens: tuple[int, ...] = ()
-    logit_bias: tuple[tuple[int, float], ...] | None = None
-    num_beams: int = 1
-    length_penalty: float = 1.0
-    early_stopping: bool | str = False
-    num_return_sequences: int = 1
-    logprobs: bool = False
-    top_logprobs: int = 0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    eot_ids: tuple[int, ...] = ()
+    max_new_tokens: int = option(100, integer(0), "tokens to generate at most")
+    min_new_tokens: int = option(0, integer(0), "no end-of-text before this many new tokens")
+    do_sample: bool | None = option(None, one_of(True, False, None),
+                                    "sample (true) or take the most likely token (false); unset: sample with one "
+                                    "beam, search with several")
+    temperature: float = option(1.0, number(MIN_TEMPERATURE, also=(0.0,), off="0 is greedy"),
+                                "divide the logits by this before sampling: below 1 sharper, above 1 flatter")
+    top_k: int | None = option(None, integer(0, optional=True, off="0 or unset turns it off"),
+                               "sample from the k most likely tokens")
+    top_p: float | None = option(None, number(0, 1, open_low=True, optional=True),
+                                 "sample from the smallest set of tokens with this total probability (nucleus)")
+    min_p: float | None = option(None, number(0, 1, optional=True, off="0 or unset turns it off"),
+                                 "drop tokens less likely than min_p times the most likely one")
+    typical_p: float | None = option(None, number(0, 1, open_low=True, optional=True, off="1 or unset turns it off"),
+                                     "locally typical sampling: keep this much probability, most typical first")
+    repetition_penalty: float | None = option(None, number(0, open_low=True, optional=True,
+                                                           off="1 or unset turns it off"),
+                                              "divide the logits of tokens already present by this (HF; > 1 "
+                                              "discourages repeats)")
+    presence_penalty: float = option(0.0, number(*PENALTY_RANGE, off="0 turns it off"),
+                                     "subtract this from the logit of every token generated so far (OpenAI)")
+    frequency_penalty: float = option(0.0, number(*PENALTY_RANGE, off="0 turns it off"),
+                                      "subtract this times its count from each generated token's logit (OpenAI)")
+    no_repeat_ngram_size: int = option(0, integer(0, off="0 turns it off"), "never repeat an n-gram of this size")
+    bad_words_ids: tuple[tuple[int, ...], ...] = option((), token_sequences, "token sequences never produced",
+                                                        cli=False)
+    suppress_tokens: tuple[int, ...] = option((), token_ids, "token ids never produced", cli=False)
+    logit_bias: tuple[tuple[int, float], ...] | None = option(None, token_bias_pairs,
+                                                              "{token_id: bias in -100..100} added to the logits",
+                                                              cli=False)
+    num_beams: int = option(1, integer(1), "beam search width (1: no beam search)")
+    length_penalty: float = option(1.0, number(), "beam search ranks by logprob / length ** length_penalty")
+    early_stopping: bool | str = option(False, one_of(True, False, "never"),
+                                        "beam search stops: true (when num_beams are done), false (when no beam "
+                                        "can improve) or never")
+    num_return_sequences: int = option(1, integer(1), "sequences per prompt")
+    logprobs: bool = option(False, one_of(True, False), "report each token's log-probability", cli=False)
+    top_logprobs: int = option(0, integer(0, MAX_TOP_LOGPROBS), "report this many best alternatives per token",
+                               cli=False)
+    seed: int | None = option(None, integer(0, 2**63 - 1, optional=True), "random seed: same seed, same text")
+    stop: tuple[str, ...] = option((), stop_strings, "stop before this string (not returned)")
+    eot_ids: tuple[int, ...] = option((), token_ids, "more end-of-text ids (the tokenizer's own always counts)",
+                                      cli=False)
 
     def __post_init__(self) -> None:
-        self._check_length_and_sampling()
-        self._check_penalties()
-        self._check_beams_and_logprobs()
-        self._check_stopping()
-
-    def _set(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
-
-    def _check_length_and_sampling(self) -> None:
-        for name in ("max_new_tokens", "min_new_tokens"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 0:
-                raise LmlabError(f"{name} must be an integer >= 0, got {value!r}")
-        if self.do_sample is not None and not isinstance(self.do_sample, bool):
-            raise LmlabError(f"do_sample must be true, false or unset, got {self.do_sample!r}")
-        if not _is_number(self.temperature) or self.temperature < 0 or 0 < self.temperature < MIN_TEMPERATURE:
-            raise LmlabError(f"temperature must be 0 (greedy) or a number >= {MIN_TEMPERATURE:g}, "
-                             f"got {self.temperature!r}")
-        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 0):
-            raise LmlabError(f"top_k must be an integer >= 0 (0 or None turns it off), got {self.top_k!r}")
-        if self.top_p is not None and (not _is_number(self.top_p) or not 0 < self.top_p <= 1):
-            raise LmlabError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if self.min_p is not None and (not _is_number(self.min_p) or not 0 <= self.min_p <= 1):
-            raise LmlabError(f"min_p must be in [0, 1] (0 or None turns it off), got {self.min_p!r}")
-        if self.typical_p is not None and (not _is_number(self.typical_p) or not 0 < self.typical_p <= 1):
-            raise LmlabError(f"typical_p must be in (0, 1] (1 or None turns it off), got {self.typical_p!r}")
-        self._set("temperature", float(self.temperature))
-        for name in ("top_p", "min_p", "typical_p"):
-            if getattr(self, name) is not None:
-                self._set(name, float(getattr(self, name)))
-
-    def _check_penalties(self) -> None:
-        penalty = self.repetition_penalty
-        if penalty is not None:
-            if not _is_number(penalty) or penalty <= 0:
-                raise LmlabError(f"repetition_penalty must be a number > 0 (1 or None turns it off), got {penalty!r}")
-            self._set("repetition_penalty", float(penalty))
-        low, high = PENALTY_RANGE
-        for name in ("presence_penalty", "frequency_penalty"):
-            value = getattr(self, name)
-            if not _is_number(value) or not low <= value <= high:
-                raise LmlabError(f"{name} must be a number in [{low:g}, {high:g}] (0 turns it off), got {value!r}")
-            self._set(name, float(value))
-        if not _is_int(self.no_repeat_ngram_size) or self.no_repeat_ngram_size < 0:
-            raise LmlabError(
-                f"no_repeat_ngram_size must be an integer >= 0 (0 turns it off), got {self.no_repeat_ngram_size!r}"
-            )
-        self._set("bad_words_ids", _token_sequences("bad_words_ids", self.bad_words_ids))
-        self._set("suppress_tokens", _token_ids("suppress_tokens", self.suppress_tokens))
-        if self.logit_bias is not None:
-            self._set("logit_bias", token_bias_pairs("logit_bias", self.logit_bias) or None)
-
-    def _check_beams_and_logprobs(self) -> None:
-        for name in ("num_beams", "num_return_sequences"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise LmlabError(f"{name} must be an integer >= 1, got {value!r}")
-        if not _is_number(self.length_penalty):
-            raise LmlabError(f"length_penalty must be a finite number (1.0 is neutral), got {self.length_penalty!r}")
-        self._set("length_penalty", float(self.length_penalty))
-        if not (isinstance(self.early_stopping, bool) or self.early_stopping == "never"):
-            raise LmlabError(f'early_stopping must be true, false or "never", got {self.early_stopping!r}')
+        for spec in fields(self):
+            object.__setattr__(self, spec.name, spec.metadata["check"](spec.name, getattr(self, spec.name)))
         returned = self.num_return_sequences
         if self.num_beams == 1 and returned > 1 and self.greedy:
             raise LmlabError(
                 f"num_return_sequences={returned} needs sampling (do_sample=true, temperature > 0) or beam search "
-                f"(num_beams >= {returned}): greedy decoding has only one answer"
-            )
+                f"(num_beams >= {returned}): greedy decoding has only one answer",
+                params=("num_return_sequences", "do_sample", "temperature", "num_beams"))
         if self.num_beams > 1 and returned > self.num_beams:
-            raise LmlabError(
-                f"num_return_sequences ({returned}) must be <= num_beams ({self.num_beams}): raise num_beams"
-            )
-        if not isinstance(self.logprobs, bool):
-            raise LmlabError(f"logprobs must be true or false, got {self.logprobs!r}")
-        top = self.top_logprobs
-        if not _is_int(top) or not 0 <= top <= MAX_TOP_LOGPROBS:
-            raise LmlabError(f"top_logprobs must be an integer in [0, {MAX_TOP_LOGPROBS}], got {top!r}")
-        if top > 0 and not self.logprobs:
-            raise LmlabError(f"top_logprobs={top} needs logprobs=true")
-
-    def _check_stopping(self) -> None:
-        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
-            raise LmlabError(f"seed must be an integer in [0, 2**63) or None, got {self.seed!r}")
-        stop = (self.stop,) if isinstance(self.stop, str) else () if self.stop is None else self.stop
-        try:
-            stop = tuple(stop)
-        except TypeError:
-            raise LmlabError(f"stop must be a string or a list of strings, got {self.stop!r}") from None
-        if not all(isinstance(s, str) and s for s in stop):
-            raise LmlabError(f"stop must be a list of non-empty strings, got {self.stop!r}")
-        self._set("stop", stop)
-        self._set("eot_ids", _token_ids("eot_ids", self.eot_ids))
+            raise LmlabError(f"num_return_sequences ({returned}) must be <= num_beams ({self.num_beams}): "
+                             "raise num_beams", params=("num_return_sequences", "num_beams"))
+        if self.top_logprobs > 0 and not self.logprobs:
+            raise LmlabError(f"top_logprobs={self.top_logprobs} needs logprobs=true", params=("top_logprobs", "logprobs"))
 
     @property
     def sampling(self) -> bool:
