@@ -17,8 +17,11 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from typing import NamedTuple  # noqa: E402
+
 from lmlab.errors import LmlabError  # noqa: E402
-from lmlab.generate import GenerationConfig, beam_search, generate_batch, left_pad  # noqa: E402
+from lmlab.generate import GenerationConfig, generate, left_pad, stream  # noqa: E402
+from lmlab.generate.feed import Feed  # noqa: E402
 from lmlab.generate.processors import build_processors  # noqa: E402
 from lmlab.models.gpt import GPT, GPTConfig  # noqa: E402
 
@@ -74,6 +77,29 @@ def hf_generate(hf, prompts, **options):
     else:  # greedy/sampling: up to and including the first eos
         lengths = [row.index(EOS) + 1 if EOS in row else len(row) for row in generated]
     return [row[:n] for row, n in zip(generated, lengths)], out
+
+
+class Completion(NamedTuple):
+    """One generated sequence, as these tests compare it with Hugging Face's."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str
+    score: float | None
+    top_logprobs: list | None
+
+
+def decode(model, prompts, config, pad_id=None):
+    """The one decoding loop over a batch of prompts: per prompt, its num_return_sequences sequences.
+    (The padding id is the loop's own business: the model never sees it unmasked.)"""
+    sequences = generate(model, prompts, config).sequences
+    per_prompt = config.num_return_sequences
+    completions = [Completion(s.token_ids, s.token_logprobs, s.finish_reason, s.score, s.top_logprobs)
+                   for s in sequences]
+    return [completions[p * per_prompt:(p + 1) * per_prompt] for p in range(len(prompts))]
+
+
+beam_search = generate_batch = decode  # the strategy follows num_beams
 
 
 def with_eos(completion):
@@ -277,9 +303,9 @@ def test_batch_past_context_len_slides_like_the_single_prompt_loop(models):
     small.load_state_dict({k: v[:8] if k == "pos_emb.weight" else v for k, v in ours.state_dict().items()})
     cfg = GenerationConfig(max_new_tokens=10, do_sample=False)  # no end-of-text: run to the end
     results = flat(generate_batch(small, PROMPTS, cfg, pad_id=PAD))
-    from lmlab.generate import generate_ids
     for prompt, c in zip(PROMPTS, results):
-        assert c.token_ids == list(generate_ids(small, prompt, cfg))
+        alone = [e.token_id for e in stream(small, [prompt], cfg) if e.token_id is not None]
+        assert c.token_ids == alone
     beams = beam_search(small, PROMPTS, cfg.replace(num_beams=2), pad_id=PAD)
     assert all(len(c.token_ids) == 10 for c in flat(beams))
 
@@ -291,12 +317,10 @@ def test_bad_prompts_are_clear_errors(models, prompts):
         generate_batch(ours, prompts, config(max_new_tokens=2))
 
 
-def test_wrong_decoder_for_the_config_is_a_clear_error(models):
+def test_num_beams_chooses_the_strategy(models):
     _, ours = models
-    with pytest.raises(LmlabError, match="beam_search"):
-        generate_batch(ours, PROMPTS, config(num_beams=2))
-    with pytest.raises(LmlabError, match="num_beams >= 2"):
-        beam_search(ours, PROMPTS, config())
+    assert all(c.score is not None for c in flat(decode(ours, PROMPTS, config(num_beams=2, max_new_tokens=3))))
+    assert all(c.score is None for c in flat(decode(ours, PROMPTS, config(max_new_tokens=3))))
 
 
 def test_beams_without_do_sample_search_as_hf_does(models):
@@ -315,16 +339,17 @@ def test_prompt_ids_outside_the_vocabulary_are_an_error(models, num_beams):
         decode(ours, [[BOS, 5], [BOS, VOCAB]], config(max_new_tokens=2, num_beams=num_beams))
 
 
-def test_no_repeat_ngrams_never_count_the_padding():
+def test_no_repeat_ngrams_never_count_the_padding(models):
     """Row [pad, pad, 9] has generated 0: alone, [9, 0] holds no bigram starting with 0, so nothing
     is banned; the padding (id 0, an ordinary token here) must not add the bigrams (0, 0), (0, 9)."""
-    from lmlab.generate.batch import batch_processors
-
-    prompt_ids, prompt_mask = torch.tensor([[0, 0, 9], [1, 2, 3]]), torch.tensor([[False, False, True], [True] * 3])
-    processors = batch_processors(GenerationConfig(do_sample=False, no_repeat_ngram_size=2), prompt_ids, prompt_mask)
+    _, ours = models
+    feed = Feed(ours, [[9], [1, 2, 3]], copies=1, max_new_tokens=1)  # what the processors are shown
+    processors = build_processors(GenerationConfig(do_sample=False, no_repeat_ngram_size=2), prompt_len=3)
+    history = torch.cat([feed.history(), torch.tensor([[0], [1]])], dim=1)
+    assert history[0, :2].lt(0).all() and history[0, 2:].tolist() == [9, 0]  # the padding holds no token
     logits = torch.zeros(2, VOCAB)
     for processor in processors:
-        logits = processor(torch.tensor([[0, 0, 9, 0], [1, 2, 3, 1]]), logits)
+        logits = processor(history, logits)
     assert torch.isfinite(logits[0]).all() and torch.isinf(logits[1, 2])
 
 

@@ -155,7 +155,7 @@ def test_generate_json_stream_and_eval(trained):
     assert from_cli["sequences"][0]["token_ids"] == library.sequences[0].token_ids
     assert from_cli["sequences"][0]["logprob"] == pytest.approx(library.sequences[0].logprob)
     # Streaming and the non-streamed result agree for seeded sampling too.
-    assert "".join(bundle.generate("A", max_new_tokens=20, seed=7, top_k=5, stream=True)) == library.text
+    assert "".join(e.text for e in bundle.generate("A", max_new_tokens=20, seed=7, top_k=5, stream=True)) == library.text
 
 
 def test_tokenize_json_matches_gpt2(tmp_path: Path):

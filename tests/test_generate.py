@@ -1,4 +1,4 @@
-"""Generation: config checks, processors, the token loop and the text stream, against toy models.
+"""Generation: config checks, processors, the decoding loop and the text stream, against toy models.
 
 The toy model implements the model contract with next-token logits computed by a plain Python
 function of the visible ids, so every expected answer can be worked out by hand.
@@ -25,9 +25,7 @@ from lmlab.generate import (
     TopPProcessor,
     build_processors,
     generate,
-    generate_ids,
-    generate_text,
-    generate_tokens,
+    stream,
 )
 
 # Chi-square critical values at p = 0.001, by degrees of freedom.
@@ -37,13 +35,17 @@ CHI2_CRITICAL = {1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47}
 class ToyLM(nn.Module):
     """Next-token logits = `next_logits(visible ids)`; the state is the ids seen so far.
 
-    `step` asserts it is never shown more than `context_len` positions and records each call.
+    `step` asserts it is never shown more than `context_len` positions, nor more than `rows` rows
+    at once (1: decoding one sequence never batches anything), and records each call.
     """
 
-    def __init__(self, next_logits: Callable[[list[int]], Sequence[float]], context_len: int | None = None):
+    def __init__(self, next_logits: Callable[[list[int]], Sequence[float]], context_len: int | None = None,
+                 rows: int = 1):
         super().__init__()
         self.next_logits = next_logits
         self.context_len = context_len
+        self.rows = rows
+        self.config = SimpleNamespace(vocab_size=len(next_logits([0])))
         self.calls: list[tuple[list[int], bool]] = []  # (ids given, started fresh)
 
     def _logits(self, visible: list[int]) -> torch.Tensor:
@@ -60,13 +62,16 @@ class ToyLM(nn.Module):
     def _visible(self, seen: list[int]) -> list[int]:
         return seen if self.context_len is None else seen[-self.context_len :]
 
-    def step(self, ids: torch.Tensor, state: torch.Tensor | None):
-        assert ids.dtype == torch.long and ids.dim() == 2 and ids.shape[0] == 1
+    def step(self, ids: torch.Tensor, state: torch.Tensor | None, mask: torch.Tensor | None = None):
+        assert ids.dtype == torch.long and ids.dim() == 2 and ids.shape[0] <= self.rows and mask is None
         self.calls.append((ids[0].tolist(), state is None))
-        seen = ids if state is None else torch.cat([state, ids], dim=1)  # (1, T_seen)
+        seen = ids if state is None else torch.cat([state, ids], dim=1)  # (B, T_seen)
         if self.context_len is not None:
             assert seen.shape[1] <= self.context_len, f"model shown {seen.shape[1]} > {self.context_len} positions"
-        return self._logits(seen[0].tolist())[None], seen  # (1, V)
+        return torch.stack([self._logits(row) for row in seen.tolist()]), seen  # (B, V)
+
+    def reorder(self, state: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return state.index_select(0, index)
 
 
 def fixed(probs: Sequence[float]) -> ToyLM:
@@ -75,7 +80,7 @@ def fixed(probs: Sequence[float]) -> ToyLM:
     return ToyLM(lambda visible: logits)
 
 
-def scripted(text: str, prompt_len: int, vocab_size: int = 257, then: int = ord(".")) -> ToyLM:
+def scripted(text: str, prompt_len: int, vocab_size: int = 257, then: int = ord("."), rows: int = 1) -> ToyLM:
     """A model that (greedily) writes the bytes of `text` after a prompt of `prompt_len` ids."""
     script = list(text.encode("utf-8")) if isinstance(text, str) else list(text)
 
@@ -84,7 +89,7 @@ def scripted(text: str, prompt_len: int, vocab_size: int = 257, then: int = ord(
         token = script[position] if position < len(script) else then
         return [10.0 if i == token else 0.0 for i in range(vocab_size)]
 
-    return ToyLM(next_logits)
+    return ToyLM(next_logits, rows=rows)
 
 
 class ByteTokenizer:
@@ -101,6 +106,25 @@ class ByteTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+
+# The loop read three ways: the new token ids of one prompt, its token events, its non-empty text deltas.
+
+def generate_ids(model, prompt_ids, config=None):
+    return (event.token_id for event in stream(model, [prompt_ids], config) if event.token_id is not None)
+
+
+def generate_tokens(model, prompt_ids, config=None):
+    return (event for event in stream(model, [prompt_ids], config) if event.token_id is not None)
+
+
+def generate_text(model, tokenizer, prompt, config=None):
+    events = stream(model, prompt, config, tokenizer=tokenizer)  # checks everything now, at the call
+    return (event.text for event in events if event.text)
+
+
+def generate_one(model, tokenizer, prompt, config=None):
+    return generate(model, prompt, config, tokenizer=tokenizer).sequences[0]
 
 
 def chi_square(counts: Counter, probs: Sequence[float]) -> float:
@@ -173,19 +197,18 @@ def test_config_left_unset_samples_one_beam_and_searches_several():
 
 
 @pytest.mark.parametrize(
-    "make, bad, name",
-    [
-        (TopPProcessor, 1.5, "top_p"),
-        (TopPProcessor, 0.0, "top_p"),
-        (TopKProcessor, 0, "top_k"),
-        (TopKProcessor, 1.5, "top_k"),
-        (TemperatureProcessor, 0.0, "temperature"),
-        (TemperatureProcessor, -1.0, "temperature"),
-    ],
+    "option, bad",
+    [("top_p", 1.5), ("top_p", 0.0), ("top_k", 1.5), ("top_k", -1), ("temperature", -1.0)],
 )
-def test_processors_validate_their_parameters(make, bad, name):
-    with pytest.raises(LmlabError, match=name):
-        make(bad)
+def test_processor_parameters_are_checked_once_by_the_config(option, bad):
+    """Processors are built from a checked config only (they do not check again)."""
+    with pytest.raises(LmlabError, match=option):
+        GenerationConfig(**{option: bad})
+
+
+def test_values_that_turn_a_processor_off_build_none():
+    assert build_processors(GenerationConfig(top_k=0, temperature=1.0, top_p=1.0)) == []
+    assert build_processors(GenerationConfig(temperature=0, top_k=5)) == []  # greedy: no warpers at all
 
 
 def test_processors_do_not_modify_their_input():
@@ -267,11 +290,11 @@ def test_temperature_samples_softmax_of_scaled_logits():
 
 def test_logprobs_are_after_processors():
     greedy = list(generate_tokens(fixed(PROBS), [0], GenerationConfig(max_new_tokens=3, do_sample=False)))
-    assert [t.id for t in greedy] == [0, 0, 0]
+    assert [t.token_id for t in greedy] == [0, 0, 0]
     assert all(t.logprob == pytest.approx(math.log(0.5), abs=1e-5) for t in greedy)
     sampled = list(generate_tokens(fixed(PROBS), [0], GenerationConfig(max_new_tokens=50, top_k=2, seed=0)))
     expected = {0: math.log(5 / 8), 1: math.log(3 / 8)}
-    assert all(t.logprob == pytest.approx(expected[t.id], abs=1e-5) for t in sampled)
+    assert all(t.logprob == pytest.approx(expected[t.token_id], abs=1e-5) for t in sampled)
 
 
 def test_eot_stops_and_is_not_yielded():
@@ -321,14 +344,22 @@ def test_inference_mode_does_not_leak_into_the_caller():
     assert torch.is_grad_enabled()
 
 
-def test_token_by_token_generation_refuses_beams_and_several_sequences_at_once():
-    model = fixed([0.5, 0.5])
-    for options in (dict(num_beams=3), dict(num_return_sequences=2)):
-        config = GenerationConfig(max_new_tokens=2, **options)
-        with pytest.raises(LmlabError, match="without streaming"):
-            generate_text(model, ByteTokenizer(), "x", config)  # at the call, not at the first delta
-        with pytest.raises(LmlabError, match="without streaming"):
-            list(generate_ids(model, [1], config))
+def test_streaming_beams_and_several_sequences_gives_what_generate_gives():
+    """Beam search commits its hypotheses when the search ends; sampled sequences as they go."""
+    model = scripted("ab", prompt_len=1, vocab_size=257, rows=3)
+    tokenizer = ByteTokenizer()
+    for options in (dict(num_beams=3, do_sample=False), dict(num_return_sequences=2, seed=3),
+                    dict(num_beams=3, num_return_sequences=2, do_sample=False)):
+        config = GenerationConfig(max_new_tokens=4, **options)
+        events = list(stream(model, "x", config, tokenizer=tokenizer))
+        result = generate(model, "x", config, tokenizer=tokenizer)
+        for index, sequence in enumerate(result.sequences):
+            mine = [e for e in events if e.sequence == index]
+            assert "".join(e.text for e in mine) == sequence.text
+            assert [e.token_id for e in mine[:-1]] == sequence.token_ids and mine[-1].token_id is None
+            assert mine[-1].finish_reason == sequence.finish_reason in ("stop", "length")
+            assert [e.logprob for e in mine[:-1]] == sequence.token_logprobs
+            assert mine[-1].score == sequence.score
 
 
 @pytest.mark.parametrize("prompt", [[2, 300], [-1]])
@@ -425,7 +456,7 @@ def test_generate_text_stops_at_stop_string_and_matches_generate():
     model = scripted("the answer\nQ: next", prompt_len=len(prompt))
     config = GenerationConfig(max_new_tokens=50, do_sample=False, stop=("\nQ:",))
     deltas = list(generate_text(model, tokenizer, prompt, config))
-    result = generate(model, tokenizer, prompt, config)
+    result = generate_one(model, tokenizer, prompt, config)
     assert "".join(deltas) == result.text == "the answer"
     assert all(deltas)
     assert result.finish_reason == "stop"
@@ -438,37 +469,37 @@ def test_generate_streams_emoji_byte_by_byte_without_splitting():
     model = scripted(text, prompt_len=1)
     config = GenerationConfig(max_new_tokens=len(text.encode()), do_sample=False)
     deltas = list(generate_text(model, tokenizer, ">", config))
-    assert "".join(deltas) == generate(model, tokenizer, ">", config).text == text
+    assert "".join(deltas) == generate_one(model, tokenizer, ">", config).text == text
     assert "😀" in deltas and not any("\ufffd" in d for d in deltas)
 
 
 def test_generate_stops_at_the_tokenizer_eot():
     tokenizer = ByteTokenizer()
     model = scripted(list(b"done") + [256] + list(b"more"), prompt_len=2)
-    result = generate(model, tokenizer, "go", GenerationConfig(max_new_tokens=20, do_sample=False))
+    result = generate_one(model, tokenizer, "go", GenerationConfig(max_new_tokens=20, do_sample=False))
     assert result.text == "done" and result.token_ids == list(b"done") and result.finish_reason == "stop"
-    result = generate(model, tokenizer, "go", GenerationConfig(max_new_tokens=3, do_sample=False))
+    result = generate_one(model, tokenizer, "go", GenerationConfig(max_new_tokens=3, do_sample=False))
     assert result.text == "don" and result.finish_reason == "length"
 
 
 def test_generate_empty_prompt_starts_from_eot():
     model = scripted("hi", prompt_len=1)
-    assert generate(model, ByteTokenizer(), "", GenerationConfig(max_new_tokens=2, do_sample=False)).text == "hi"
+    assert generate_one(model, ByteTokenizer(), "", GenerationConfig(max_new_tokens=2, do_sample=False)).text == "hi"
     assert model.calls[0] == ([256], True)
 
 
 def test_sampled_text_is_reproducible_with_a_seed():
     model = ToyLM(lambda visible: [0.0] * 26 + [-math.inf] * 231)  # uniform over bytes 0..25
     config = GenerationConfig(max_new_tokens=30, seed=5)
-    first = generate(model, ByteTokenizer(), "x", config)
-    assert first == generate(model, ByteTokenizer(), "x", config)
+    first = generate_one(model, ByteTokenizer(), "x", config)
+    assert first == generate_one(model, ByteTokenizer(), "x", config)
     assert "".join(generate_text(model, ByteTokenizer(), "x", config)) == first.text
 
 
 def test_prompts_as_numpy_arrays_or_tensors_are_token_id_lists():
     import numpy as np
 
-    from lmlab.generate.text import prompt_ids
+    from lmlab.generate.engine import prompt_ids
 
     tokenizer = ByteTokenizer()
     assert prompt_ids(tokenizer, np.array([1, 2])) == [[1, 2]]

@@ -228,10 +228,12 @@ def test_padded_embedding_rows_are_never_generated_and_a_larger_tokenizer_is_ref
 
     directory, tok = hf_dir_with_tokenizer(tmp_path, model_vocab=320)
     bundle = lmlab.load(directory)
-    assert set(range(tok.vocab_size, 320)) <= set(bundle.generation_config().suppress_tokens)
+    assert set(range(tok.vocab_size, 320)) <= set(bundle.never_generated)
     for seed in range(3):
         out = bundle.generate("the cat", max_new_tokens=8, seed=seed, temperature=3.0)
         assert all(i < tok.vocab_size for i in out.sequences[0].token_ids)
+    forced = bundle.generate("the cat", max_new_tokens=4, do_sample=False, logit_bias={tok.vocab_size + 5: 100})
+    assert all(i < tok.vocab_size for i in forced.sequences[0].token_ids)  # not even when biased towards
     small, _ = hf_dir_with_tokenizer(tmp_path / "small", model_vocab=tok.vocab_size - 9)
     with pytest.raises(LmlabError, match=f"tokenizer has {tok.vocab_size} tokens but the model only"):
         lmlab.load(small)

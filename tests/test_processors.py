@@ -1,5 +1,6 @@
 """Logits processors: parity with Hugging Face's own classes, hand-checked OpenAI penalties,
-parameter checks, the config options that turn them on, and the order `build_processors` uses.
+parameter checks (once, in the config), the config options that turn them on, and the order
+`build_processors` uses.
 
 The Hugging Face classes in `transformers.generation.logits_process` are the reference: on random
 ids and logits (several seeds, batch > 1) ours must give the same -inf positions and the same
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 from lmlab.errors import LmlabError
-from lmlab.generate import GenerationConfig, build_processors
+from lmlab.generate import GenerationConfig, build_processors, stream
 from lmlab.generate.processors import (
     BadWordsProcessor,
     FrequencyPenaltyProcessor,
@@ -32,6 +33,7 @@ from lmlab.generate.processors import (
     TopPProcessor,
     TypicalPProcessor,
 )
+from lmlab.generate.token_sets import counts_of
 
 hf = pytest.importorskip("transformers.generation.logits_process")
 
@@ -72,17 +74,27 @@ def bad_words_from(ids: torch.Tensor) -> list[list[int]]:
 EOT = 3
 PADDING = [0, 3, 12, LENGTH - 4]  # left-padding ids per row of a batch
 
-# name -> (ids -> (ours, Hugging Face's))
+
+def without_tokens(ids: torch.Tensor, padding: list[int]) -> torch.Tensor:
+    """ids with each row's first `padding[row]` positions marked as holding no token (distinct
+    negative ids), as the decoding loop marks left padding."""
+    marks = -torch.arange(1, ids.shape[1] + 1).expand_as(ids)
+    return torch.where(torch.arange(ids.shape[1])[None, :] < torch.tensor(padding)[:, None], marks, ids)
+
+
+# name -> (ids -> (ours, Hugging Face's[, the ids ours is shown: left padding marked as no token]))
 PARITY = {
     "repetition_penalty>1": lambda ids: (RepetitionPenaltyProcessor(1.3), hf.RepetitionPenaltyLogitsProcessor(1.3)),
     "repetition_penalty<1": lambda ids: (RepetitionPenaltyProcessor(0.7), hf.RepetitionPenaltyLogitsProcessor(0.7)),
     "repetition_penalty_skip": lambda ids: (
-        RepetitionPenaltyProcessor(1.3, prompt_ignore_length=10),
+        RepetitionPenaltyProcessor(1.3),
         hf.RepetitionPenaltyLogitsProcessor(1.3, prompt_ignore_length=10),
+        without_tokens(ids, [10] * BATCH),
     ),
     "repetition_penalty_padding": lambda ids: (
-        RepetitionPenaltyProcessor(0.7, prompt_ignore_length=PADDING),
+        RepetitionPenaltyProcessor(0.7),
         hf.RepetitionPenaltyLogitsProcessor(0.7, prompt_ignore_length=torch.tensor(PADDING)),
+        without_tokens(ids, PADDING),
     ),
     "no_repeat_ngram=1": lambda ids: (NoRepeatNGramProcessor(1), hf.NoRepeatNGramLogitsProcessor(1)),
     "no_repeat_ngram=2": lambda ids: (NoRepeatNGramProcessor(2), hf.NoRepeatNGramLogitsProcessor(2)),
@@ -121,8 +133,8 @@ PARITY = {
 def test_parity_with_hugging_face(name, with_inf):
     for seed in SEEDS:
         ids, logits = random_inputs(seed, with_inf=with_inf)
-        ours, theirs = PARITY[name](ids)
-        assert_same_scores(ours(ids, logits), theirs(ids.clone(), logits.clone()))
+        ours, theirs, *shown = PARITY[name](ids)
+        assert_same_scores(ours(shown[0] if shown else ids, logits), theirs(ids.clone(), logits.clone()))
 
 
 def test_parity_cases_actually_remove_and_keep_tokens():
@@ -134,7 +146,8 @@ def test_parity_cases_actually_remove_and_keep_tokens():
         removed = []
         for seed in SEEDS:
             ids, logits = random_inputs(seed)
-            out = make(ids)[0](ids, logits)
+            ours, _, *shown = make(ids)
+            out = ours(shown[0] if shown else ids, logits)
             assert out.isfinite().any(dim=-1).all(), name
             removed.append((out == -math.inf).sum().item())
         assert sum(removed) > 0, f"{name} removed nothing"
@@ -160,9 +173,23 @@ def test_presence_and_frequency_penalties_count_generated_tokens_only():
 
 def test_logit_bias_adds_per_token_and_accepts_json_keys():
     logits = torch.zeros(2, 4)
-    out = LogitBiasProcessor({"1": 100, 3: -2.5})(None, logits)
+    config = GenerationConfig(logit_bias={"1": 100, 3: -2.5})  # JSON's string keys become ids here
+    out = LogitBiasProcessor(config.logit_bias)(None, logits)
     assert out.tolist() == [[0.0, 100.0, 0.0, -2.5]] * 2
     assert torch.equal(LogitBiasProcessor([(1, 100), (3, -2.5)])(None, logits), out)
+
+
+def test_positions_that_hold_no_token_count_as_nothing():
+    """Left padding (negative ids) is never a repeat, an n-gram, a bad word's prefix or a count."""
+    ids = torch.tensor([[-1, -2, -3, 4, 2]])
+    marked_padding = torch.tensor([[2, 2, 2, 4, 2]])  # the same row with real tokens where the padding was
+    logits = torch.zeros(1, 6)
+    assert RepetitionPenaltyProcessor(2.0)(ids, logits + 1).tolist() == [[1, 1, 0.5, 1, 0.5, 1]]
+    assert NoRepeatNGramProcessor(2)(ids, logits).isfinite().all()
+    assert not NoRepeatNGramProcessor(2)(marked_padding, logits).isfinite().all()
+    assert BadWordsProcessor([[2, 2, 4, 2, 5]])(ids, logits).isfinite().all()
+    assert not BadWordsProcessor([[2, 2, 4, 2, 5]])(marked_padding, logits).isfinite().all()
+    assert counts_of(ids, 6, torch.float32).tolist() == [[0, 0, 1, 0, 1, 0]]
 
 
 def test_repetition_penalty_hits_each_seen_token_once():
@@ -217,70 +244,62 @@ def test_processors_never_modify_their_inputs(processor):
 
 
 @pytest.mark.parametrize(
-    "make, name",
-    [
-        (lambda: RepetitionPenaltyProcessor(0), "repetition_penalty"),
-        (lambda: RepetitionPenaltyProcessor(-1.2), "repetition_penalty"),
-        (lambda: RepetitionPenaltyProcessor(math.inf), "repetition_penalty"),
-        (lambda: RepetitionPenaltyProcessor("1.2"), "repetition_penalty"),
-        (lambda: RepetitionPenaltyProcessor(1.2, prompt_ignore_length=-1), "prompt_ignore_length"),
-        (lambda: RepetitionPenaltyProcessor(1.2, prompt_ignore_length=[0, -1]), "prompt_ignore_length"),
-        (lambda: RepetitionPenaltyProcessor(1.2, prompt_ignore_length=torch.zeros(2, 2)), "prompt_ignore_length"),
-        (lambda: NoRepeatNGramProcessor(0), "no_repeat_ngram_size"),
-        (lambda: NoRepeatNGramProcessor(2.0), "no_repeat_ngram_size"),
-        (lambda: BadWordsProcessor([]), "bad_words_ids"),
-        (lambda: BadWordsProcessor([[]]), "bad_words_ids"),
-        (lambda: BadWordsProcessor([1, 2]), "bad_words_ids"),
-        (lambda: BadWordsProcessor([[-1]]), "bad_words_ids"),
-        (lambda: BadWordsProcessor([[1]], eot_ids=["x"]), "eot_ids"),
-        (lambda: MinNewTokensProcessor(-1, [0], 0), "min_new_tokens"),
-        (lambda: MinNewTokensProcessor(2, [], 0), "eot_ids"),
-        (lambda: MinNewTokensProcessor(2, [0], -1), "prompt_len"),
-        (lambda: MinNewTokensProcessor(2, [0], None), "prompt_len"),
-        (lambda: SuppressTokensProcessor([]), "suppress_tokens"),
-        (lambda: SuppressTokensProcessor([1, -2]), "suppress_tokens"),
-        (lambda: SuppressTokensProcessor("ab"), "suppress_tokens"),
-        (lambda: PresencePenaltyProcessor(2.5, 0), "presence_penalty"),
-        (lambda: PresencePenaltyProcessor(math.nan, 0), "presence_penalty"),
-        (lambda: PresencePenaltyProcessor(0.5, None), "prompt_len"),
-        (lambda: FrequencyPenaltyProcessor(-2.01, 0), "frequency_penalty"),
-        (lambda: FrequencyPenaltyProcessor(1.0, -3), "prompt_len"),
-        (lambda: LogitBiasProcessor({1: 101}), "logit_bias"),
-        (lambda: LogitBiasProcessor({-1: 1}), "logit_bias"),
-        (lambda: LogitBiasProcessor({"x": 1}), "logit_bias"),
-        (lambda: LogitBiasProcessor({}), "logit_bias"),
-        (lambda: LogitBiasProcessor(5), "logit_bias"),
-        (lambda: TemperatureProcessor(0.0), "temperature"),
-        (lambda: TopKProcessor(0), "top_k"),
-        (lambda: TopKProcessor(3, min_tokens_to_keep=0), "min_tokens_to_keep"),
-        (lambda: TopPProcessor(1.5), "top_p"),
-        (lambda: MinPProcessor(1.5), "min_p"),
-        (lambda: MinPProcessor(-0.1), "min_p"),
-        (lambda: MinPProcessor(0.1, min_tokens_to_keep=1.5), "min_tokens_to_keep"),
-        (lambda: TypicalPProcessor(0.0), "typical_p"),
-        (lambda: TypicalPProcessor(1.0), "typical_p"),
-        (lambda: TypicalPProcessor(True), "typical_p"),
+    "options, name",
+    [  # what the processors take, each checked once, by GenerationConfig
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"repetition_penalty": -1.2}, "repetition_penalty"),
+        ({"repetition_penalty": math.inf}, "repetition_penalty"),
+        ({"repetition_penalty": "1.2"}, "repetition_penalty"),
+        ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size"),
+        ({"no_repeat_ngram_size": 2.0}, "no_repeat_ngram_size"),
+        ({"bad_words_ids": [[]]}, "bad_words_ids"),
+        ({"bad_words_ids": [1, 2]}, "bad_words_ids"),
+        ({"bad_words_ids": [[-1]]}, "bad_words_ids"),
+        ({"bad_words_ids": [[1]], "eot_ids": ["x"]}, "eot_ids"),
+        ({"min_new_tokens": -1}, "min_new_tokens"),
+        ({"suppress_tokens": [1, -2]}, "suppress_tokens"),
+        ({"suppress_tokens": "ab"}, "suppress_tokens"),
+        ({"presence_penalty": 2.5}, "presence_penalty"),
+        ({"presence_penalty": math.nan}, "presence_penalty"),
+        ({"frequency_penalty": -2.01}, "frequency_penalty"),
+        ({"logit_bias": {1: 101}}, "logit_bias"),
+        ({"logit_bias": {-1: 1}}, "logit_bias"),
+        ({"logit_bias": {"x": 1}}, "logit_bias"),
+        ({"logit_bias": 5}, "logit_bias"),
+        ({"temperature": -0.5}, "temperature"),
+        ({"top_k": -3}, "top_k"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"min_p": 1.5}, "min_p"),
+        ({"min_p": -0.1}, "min_p"),
+        ({"typical_p": 0.0}, "typical_p"),
+        ({"typical_p": True}, "typical_p"),
     ],
 )
-def test_processors_reject_bad_parameters_naming_them(make, name):
+def test_processor_parameters_are_checked_by_the_config_naming_them(options, name):
     with pytest.raises(LmlabError, match=name) as error:
-        make()
-    assert "\n" not in str(error.value)
+        GenerationConfig.from_dict(options)
+    assert "\n" not in str(error.value) and name in error.value.params
+
+
+def test_values_that_mean_off_build_no_processor():
+    off = dict(no_repeat_ngram_size=0, bad_words_ids=[], suppress_tokens=[], logit_bias={}, top_k=0, min_p=0,
+               typical_p=1.0, top_p=1.0, repetition_penalty=1.0, min_new_tokens=0)
+    assert build_processors(GenerationConfig(**off), prompt_len=0) == []
+    assert build_processors(GenerationConfig(min_new_tokens=2), prompt_len=0) == []  # no end-of-text to hold back
 
 
 @pytest.mark.parametrize(
-    "processor, name",
+    "options, name",
     [
-        (SuppressTokensProcessor([VOCAB]), "suppress_tokens"),
-        (BadWordsProcessor([[1, VOCAB + 5]]), "bad_words_ids"),
-        (LogitBiasProcessor({VOCAB: 1.0}), "logit_bias"),
-        (RepetitionPenaltyProcessor(1.2, prompt_ignore_length=[0, 1]), "prompt_ignore_length has 2 rows"),
+        ({"suppress_tokens": [VOCAB]}, "suppress_tokens"),
+        ({"bad_words_ids": [[1, VOCAB + 5]]}, "bad_words_ids"),
+        ({"logit_bias": {VOCAB: 1.0}}, "logit_bias"),
     ],
 )
-def test_token_ids_or_rows_that_do_not_fit_are_an_error(processor, name):
-    ids, logits = random_inputs(0)
-    with pytest.raises(LmlabError, match=f"{name}.*({VOCAB} tokens|rows)"):
-        processor(ids, logits)
+def test_token_ids_outside_the_vocabulary_are_an_error_when_the_list_is_built(options, name):
+    with pytest.raises(LmlabError, match=f"{name}.*{VOCAB} tokens"):
+        build_processors(GenerationConfig(**options), prompt_len=0, vocab_size=VOCAB)
+    assert build_processors(GenerationConfig(**options), prompt_len=0, vocab_size=VOCAB + 6)  # they fit a larger one
 
 
 # --- config options -------------------------------------------------------------------------------
@@ -455,7 +474,7 @@ def test_build_processors_matches_hugging_face_order_and_output(num_beams):
     )
     prompt_len = LENGTH - 2
     mask = torch.arange(LENGTH)[None, :] >= torch.tensor(PADDING)[:, None]  # (B, T) left padding
-    ours = build_processors(config, prompt_len=prompt_len, padding_lengths=PADDING)
+    ours = build_processors(config, prompt_len=prompt_len)
     openai_only = [p for p in ours if type(p) not in HF_NAMES.values()]
     theirs = hugging_face_processors(config, prompt_len, custom=openai_only, mask=mask.long())
     assert [type(p) for p in ours] == [HF_NAMES.get(type(p).__name__, type(p)) for p in theirs]
@@ -463,26 +482,31 @@ def test_build_processors_matches_hugging_face_order_and_output(num_beams):
     assert keep == [1 if num_beams == 1 else 3] * 4
     for seed in SEEDS:
         ids, logits = random_inputs(seed)
+        # Hugging Face reads the padding as tokens (its repetition penalty skips it by the mask): give
+        # it ids no prompt holds, distinct per position, so its n-grams and bad words cannot match
+        # them; ours is shown the padding as positions that hold no token.
+        unmatched = VOCAB // 3 + torch.arange(LENGTH).expand_as(ids) % (VOCAB - VOCAB // 3)
+        theirs_ids = torch.where(mask, ids, unmatched)
         expected = logits.clone()
         for processor in theirs:
-            expected = processor(ids, expected)
+            expected = processor(theirs_ids, expected)
         got = logits
         for processor in ours:
-            got = processor(ids, got)
+            got = processor(without_tokens(ids, PADDING), got)
         assert_same_scores(got, expected)
 
 
-class PreferLowIds:
+class PreferLowIds(torch.nn.Module):
     """A model contract stand-in: next-token logits always favour lower ids (logit = -id)."""
 
     context_len = None
+    config = SimpleNamespace(vocab_size=6)
 
-    def step(self, ids: torch.Tensor, state: object):
+    def step(self, ids: torch.Tensor, state: object, mask: torch.Tensor | None = None):
         return -torch.arange(6, dtype=torch.float32)[None], None  # (1, V)
 
 
-def test_options_without_prompt_len_work_through_the_loop():
-    from lmlab.generate import generate_ids
-
+def test_penalties_and_bans_work_through_the_loop():
     config = GenerationConfig(max_new_tokens=4, do_sample=False, no_repeat_ngram_size=1, suppress_tokens=[1])
-    assert list(generate_ids(PreferLowIds(), [0], config)) == [2, 3, 4, 5]  # 0 is in the prompt, 1 suppressed
+    new = [e.token_id for e in stream(PreferLowIds(), [[0]], config) if e.token_id is not None]
+    assert new == [2, 3, 4, 5]  # 0 is in the prompt, 1 suppressed

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 import lmlab
 from lmlab.errors import LmlabError
-from lmlab.generate import GenerationConfig, generate_batch
+from lmlab.generate import GenerationConfig, generate
 from lmlab.io.hf import write_hf_gpt2
 from lmlab.models.gpt import GPT, GPTConfig
 from lmlab.models.quantize import Int8Linear, quantize_int8
@@ -81,8 +81,8 @@ def test_int8_greedy_agrees_mostly(trained):
     quantized = quantize_int8(copy.deepcopy(model))
     config = GenerationConfig(max_new_tokens=48, do_sample=False)
     prompts = [data[i:i + 8].tolist() for i in range(0, 4000, 500)]
-    expected = [c[0].token_ids for c in generate_batch(model, prompts, config)]
-    got = [c[0].token_ids for c in generate_batch(quantized, prompts, config)]
+    expected = [s.token_ids for s in generate(model, prompts, config).sequences]
+    got = [s.token_ids for s in generate(quantized, prompts, config).sequences]
     same = sum(a == b for e, g in zip(expected, got) for a, b in zip(e, g))
     assert same / sum(len(e) for e in expected) >= 0.9  # observed 0.997
 

@@ -17,12 +17,12 @@ import torch.nn as nn
 
 from lmlab.errors import LmlabError
 from lmlab.evaluate import Perplexity, perplexity
-from lmlab.generate import GenerationConfig, GenerationOutput, generate_sequences, generate_text
-from lmlab.generate.text import Prompts
+from lmlab.generate import Event, Generation, GenerationConfig, generate, stream
+from lmlab.generate.engine import Prompts
 from lmlab.atomic import atomic_write_text, check_new_folder
 from lmlab.io.checkpoint import MODEL_FILE, TOKENIZER_FILE, load_model_weights, load_tensors, read_run_config
 from lmlab.io.hf import is_hf_model_dir, read_hf_config, read_hf_gpt2, write_hf_gpt2
-from lmlab.models import build_model, family_of
+from lmlab.models import Family, build_model, family_of
 from lmlab.models.ngram_arpa import read_arpa, write_arpa
 from lmlab.models.quantize import quantize_int8
 from lmlab.tokenize import BPETokenizer, GPT2Tokenizer, Tokenizer, WordTokenizer
@@ -43,37 +43,49 @@ class Score:
 
 @dataclass
 class Bundle:
+    """One loaded model of some kind (models/registry.py) with its tokenizer and config: what it
+    can do — generate, stream, score — is what its kind does."""
+
     model: nn.Module
     tokenizer: Tokenizer
     config: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
-    def generation_config(self, **options: Any) -> GenerationConfig:
-        """Validate generation options (same names as Hugging Face `generate`) before any work.
-        Ids past the tokenizer's vocabulary (a model's padded embedding rows) are never generated."""
-        config = GenerationConfig.from_dict(options)
-        padding = range(self.tokenizer.vocab_size, getattr(self.model.config, "vocab_size", 0))
-        if padding:
-            config = config.replace(suppress_tokens=sorted({*config.suppress_tokens, *padding}))
-        return config
+    @property
+    def family(self) -> Family:
+        return family_of(self.model)
 
-    def generate(self, prompt: Prompts, *, stream: bool = False, **options: Any) -> GenerationOutput | Iterator[str]:
+    def generation_config(self, **options: Any) -> GenerationConfig:
+        """Check generation options (the names of Hugging Face `generate`) before any work."""
+        return GenerationConfig.from_dict(options)
+
+    def generate(self, prompt: Prompts, *, stream: bool = False, **options: Any) -> Generation | Iterator[Event]:
         """Continue a string, a list of strings, or token ids with any decoding strategy.
 
         Options have Hugging Face `generate` names (max_new_tokens, do_sample, temperature, top_k,
         top_p, num_beams, ...) plus presence_penalty, frequency_penalty, stop, seed, logprobs,
-        top_logprobs. With `stream=True` (one string prompt) it returns an iterator of text pieces.
+        top_logprobs. With `stream=True` it returns the events of `stream` instead.
         """
-        config = self.generation_config(**options)
         if stream:
-            if not isinstance(prompt, str):
-                raise LmlabError("stream=True takes one string prompt")
-            return generate_text(self.model, self.tokenizer, prompt, config)
-        return generate_sequences(self.model, self.tokenizer, prompt, config)
+            return self.stream(prompt, **options)
+        return generate(self.model, prompt, self.generation_config(**options), **self._decoding())
 
-    def stream(self, prompt: str, **options: Any) -> Iterator[str]:
-        """Text pieces as they are generated; joined they equal `generate(...).text`."""
-        return generate_text(self.model, self.tokenizer, prompt, self.generation_config(**options))
+    def stream(self, prompt: Prompts, **options: Any) -> Iterator[Event]:
+        """The generation's events as they come (token, text delta, log-probability, alternatives,
+        finish reason); their text joined equals `generate(...).text`."""
+        return stream(self.model, prompt, self.generation_config(**options), **self._decoding())
+
+    @property
+    def never_generated(self) -> range:
+        """The model's padded embedding rows: ids past the tokenizer's vocabulary, never generated."""
+        return range(self.tokenizer.vocab_size, self.model.config.vocab_size)
+
+    def _decoding(self) -> dict[str, Any]:
+        """What the decoding loop needs from this bundle besides the model."""
+        if not self.family.generates:
+            raise LmlabError(f"a {self.family.name} model is of kind {self.family.kind!r}, which does not generate "
+                             "text; it scores and embeds")
+        return {"tokenizer": self.tokenizer, "never": self.never_generated}
 
     def perplexity(self, text: str) -> Perplexity:
         return perplexity(self.model, self.tokenizer, text)

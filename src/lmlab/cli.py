@@ -241,8 +241,8 @@ def run_generate(args: argparse.Namespace) -> None:
     if one_stream and not args.json and not args.show_probs:
         sys.stdout.write(prompts[0])
         sys.stdout.flush()
-        for piece in bundle.generate(prompts[0], stream=True, **options):
-            sys.stdout.write(piece)
+        for event in bundle.stream(prompts[0], **options):
+            sys.stdout.write(event.text)
             sys.stdout.flush()
         sys.stdout.write("\n")
         return

@@ -1,74 +1,44 @@
 """Penalties and bans, applied in greedy decoding and sampling alike (see processors.py).
 
 Hugging Face's repetition penalty, no-repeat n-grams, bad words, min new tokens and suppressed
-tokens; OpenAI's presence and frequency penalties and logit bias.
+tokens; OpenAI's presence and frequency penalties and logit bias. Each is built with parameters
+that `GenerationConfig` has already checked, and token ids that `build_processors` has checked
+against the vocabulary: nothing here checks them again. In `ids`, a negative id marks a position
+that holds no token (left padding): it matches no token and no other position.
 """
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from typing import Sequence
 
 import torch
 
-from lmlab.errors import LmlabError
-from lmlab.generate.checks import (ban, check_in_vocabulary, check_int, check_token_ids, counts_of, is_number,
-                                   mask_of, processor_repr)
-from lmlab.generate.config import LOGIT_BIAS_RANGE, PENALTY_RANGE, token_bias_pairs
+from lmlab.generate.token_sets import ban, counts_of, mask_of, processor_repr
 
 
 class RepetitionPenaltyProcessor:
     """For every token already in `ids` (prompt included, once however often it occurs): a
     negative logit is multiplied by `penalty`, a positive one divided by it. `penalty` > 1
     discourages repeats, < 1 encourages them (Hugging Face's repetition_penalty, CTRL paper).
+    Positions that hold no token (negative ids: the left padding of a batch) add nothing, as
+    Hugging Face leaves the padding out of the penalty.
 
-    `prompt_ignore_length` (HF's name) skips leading ids: one count for every row, or one per
-    row, as for the left padding of a batch, which HF leaves out of the penalty.
-
-    >>> ids = torch.tensor([[0, 2, 2], [0, 0, 1]])  # row 1: two padding ids (0), then token 1
-    >>> RepetitionPenaltyProcessor(2.0, prompt_ignore_length=[0, 2])(ids, torch.tensor([[4.0, 1.0, -1.0]] * 2))
+    >>> ids = torch.tensor([[0, 2, 2], [-1, -2, 1]])  # row 1: two positions of padding, then token 1
+    >>> RepetitionPenaltyProcessor(2.0)(ids, torch.tensor([[4.0, 1.0, -1.0]] * 2))
     tensor([[ 2.0000,  1.0000, -2.0000],
             [ 4.0000,  0.5000, -1.0000]])
     """
 
-    def __init__(
-        self, penalty: float, prompt_ignore_length: int | Sequence[int] | torch.Tensor | None = None
-    ) -> None:
-        if not is_number(penalty) or penalty <= 0:
-            raise LmlabError(f"repetition_penalty must be a number > 0 (1 is no penalty), got {penalty!r}")
-        self.penalty = float(penalty)
-        ignore = prompt_ignore_length
-        if isinstance(ignore, torch.Tensor):
-            if ignore.dim() != 1:
-                shape = tuple(ignore.shape)
-                raise LmlabError(f"prompt_ignore_length must be one integer or one per row, got shape {shape}")
-            ignore = ignore.tolist()
-        self.prompt_ignore_length: int | torch.Tensor | None = None  # a count for all rows, or (B,)
-        if isinstance(ignore, int) and not isinstance(ignore, bool):
-            self.prompt_ignore_length = check_int("prompt_ignore_length", ignore, 0)
-        elif ignore is not None:
-            per_row = check_token_ids("prompt_ignore_length", ignore, what="counts, one per row")
-            self.prompt_ignore_length = torch.tensor(per_row, dtype=torch.long)
+    def __init__(self, penalty: float) -> None:
+        self.penalty = penalty
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        vocab_size = logits.shape[-1]
-        ignore = self.prompt_ignore_length
-        if isinstance(ignore, int):
-            ids = ids[:, ignore:]
-        elif ignore is not None:
-            if ignore.shape[0] != ids.shape[0]:
-                raise LmlabError(f"prompt_ignore_length has {ignore.shape[0]} rows but ids has {ids.shape[0]} rows")
-            positions = torch.arange(ids.shape[-1], device=ids.device)
-            ids = ids.masked_fill(positions < ignore.to(ids.device)[:, None], vocab_size)  # (B, T); skipped ids
-        seen = mask_of(ids, vocab_size)  # (B, V)
+        seen = mask_of(ids, logits.shape[-1])  # (B, V)
         penalized = torch.where(logits < 0, logits * self.penalty, logits / self.penalty)
         return torch.where(seen, penalized, logits)
 
     def __repr__(self) -> str:
-        ignore = self.prompt_ignore_length
-        if ignore is None:
-            return processor_repr("RepetitionPenaltyProcessor", self.penalty)
-        shown = ignore if isinstance(ignore, int) else ignore.tolist()
-        return processor_repr("RepetitionPenaltyProcessor", self.penalty, prompt_ignore_length=shown)
+        return processor_repr("RepetitionPenaltyProcessor", self.penalty)
 
 
 class NoRepeatNGramProcessor:
@@ -81,7 +51,7 @@ class NoRepeatNGramProcessor:
     """
 
     def __init__(self, ngram_size: int) -> None:
-        self.ngram_size = check_int("no_repeat_ngram_size", ngram_size, 1)
+        self.ngram_size = ngram_size
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         n, length = self.ngram_size, ids.shape[-1]
@@ -110,21 +80,12 @@ class BadWordsProcessor:
     """
 
     def __init__(self, bad_words_ids: Sequence[Sequence[int]], eot_ids: Sequence[int] = ()) -> None:
-        message = f"bad_words_ids must be a non-empty list of non-empty token-id lists, got {bad_words_ids!r}"
-        try:
-            words = [check_token_ids("bad_words_ids", word, allow_empty=False) for word in bad_words_ids]
-        except (TypeError, LmlabError):
-            raise LmlabError(message) from None
-        if not words or isinstance(bad_words_ids, str):
-            raise LmlabError(message)
-        eot = set(check_token_ids("eot_ids", eot_ids))
-        words = [w for w in words if not (len(w) == 1 and w[0] in eot)]
-        self.bad_words_ids = tuple(words)
-        self.single = sorted({w[0] for w in words if len(w) == 1})
-        self.multi = [w for w in words if len(w) > 1]
+        words = [tuple(word) for word in bad_words_ids]
+        self.bad_words_ids = tuple(w for w in words if not (len(w) == 1 and w[0] in set(eot_ids)))
+        self.single = sorted({w[0] for w in self.bad_words_ids if len(w) == 1})
+        self.multi = [w for w in self.bad_words_ids if len(w) > 1]
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        check_in_vocabulary("bad_words_ids", (i for w in self.bad_words_ids for i in w), logits.shape[-1])
         banned = torch.zeros_like(logits, dtype=torch.bool)  # (B, V)
         banned[:, self.single] = True
         for word in self.multi:
@@ -150,14 +111,14 @@ class MinNewTokensProcessor:
     """
 
     def __init__(self, min_new_tokens: int, eot_ids: Sequence[int], prompt_len: int) -> None:
-        self.min_new_tokens = check_int("min_new_tokens", min_new_tokens, 0)
-        self.eot_ids = check_token_ids("eot_ids", eot_ids, allow_empty=False)
-        self.prompt_len = check_int("prompt_len", prompt_len, 0)
+        self.min_new_tokens = min_new_tokens
+        self.eot_ids = tuple(eot_ids)
+        self.prompt_len = prompt_len
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         if ids.shape[-1] - self.prompt_len >= self.min_new_tokens:
             return logits
-        return ban(logits, [i for i in self.eot_ids if i < logits.shape[-1]])
+        return ban(logits, self.eot_ids)
 
     def __repr__(self) -> str:
         return processor_repr(
@@ -173,21 +134,13 @@ class SuppressTokensProcessor:
     """
 
     def __init__(self, token_ids: Sequence[int]) -> None:
-        self.token_ids = check_token_ids("suppress_tokens", token_ids, allow_empty=False)
+        self.token_ids = tuple(token_ids)
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        check_in_vocabulary("suppress_tokens", self.token_ids, logits.shape[-1])
         return ban(logits, self.token_ids)
 
     def __repr__(self) -> str:
         return processor_repr("SuppressTokensProcessor", list(self.token_ids))
-
-
-def _check_penalty(name: str, value: object) -> float:
-    low, high = PENALTY_RANGE
-    if not is_number(value) or not low <= value <= high:  # type: ignore[operator]
-        raise LmlabError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
-    return float(value)  # type: ignore[arg-type]
 
 
 class PresencePenaltyProcessor:
@@ -200,8 +153,8 @@ class PresencePenaltyProcessor:
     """
 
     def __init__(self, presence_penalty: float, prompt_len: int) -> None:
-        self.presence_penalty = _check_penalty("presence_penalty", presence_penalty)
-        self.prompt_len = check_int("prompt_len", prompt_len, 0)
+        self.presence_penalty = presence_penalty
+        self.prompt_len = prompt_len
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         present = mask_of(ids[:, self.prompt_len :], logits.shape[-1])  # (B, V)
@@ -221,8 +174,8 @@ class FrequencyPenaltyProcessor:
     """
 
     def __init__(self, frequency_penalty: float, prompt_len: int) -> None:
-        self.frequency_penalty = _check_penalty("frequency_penalty", frequency_penalty)
-        self.prompt_len = check_int("prompt_len", prompt_len, 0)
+        self.frequency_penalty = frequency_penalty
+        self.prompt_len = prompt_len
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         counts = counts_of(ids[:, self.prompt_len :], logits.shape[-1], logits.dtype)  # (B, V)
@@ -234,23 +187,17 @@ class FrequencyPenaltyProcessor:
 
 class LogitBiasProcessor:
     """Add a fixed bias (-100..100) to some tokens' logits: OpenAI's logit_bias, given as
-    {token_id: bias} (JSON's string keys are fine). -100 effectively bans a token, 100 forces it.
+    (token_id, bias) pairs (the form `GenerationConfig.logit_bias` holds). -100 effectively bans
+    a token, 100 forces it.
 
-    >>> LogitBiasProcessor({0: -100, "2": 1.5})(None, torch.zeros(1, 3))
+    >>> LogitBiasProcessor([(0, -100.0), (2, 1.5)])(None, torch.zeros(1, 3))
     tensor([[-100.0000,    0.0000,    1.5000]])
     """
 
-    def __init__(self, logit_bias: Mapping[int | str, float] | Iterable[tuple[int, float]]) -> None:
-        pairs = token_bias_pairs("logit_bias", logit_bias)
-        if not pairs:
-            low, high = LOGIT_BIAS_RANGE
-            raise LmlabError(
-                f"logit_bias must give at least one token id a bias in [{low:g}, {high:g}], got {logit_bias!r}"
-            )
-        self.logit_bias = dict(pairs)
+    def __init__(self, logit_bias: Sequence[tuple[int, float]]) -> None:
+        self.logit_bias = dict(logit_bias)
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        check_in_vocabulary("logit_bias", self.logit_bias, logits.shape[-1])
         index = torch.tensor(list(self.logit_bias), dtype=torch.long, device=logits.device)
         bias = torch.tensor(list(self.logit_bias.values()), dtype=logits.dtype, device=logits.device)
         return logits.index_add(-1, index, bias.expand(*logits.shape[:-1], -1))

@@ -1,26 +1,26 @@
 """Logits processors: small objects, built with their parameters, mapping (ids, logits) -> logits.
 
 `ids` is the (B, T) long tensor of every token so far (prompt included) and `logits` the (B, V)
-float scores for the next token; every row of a batch is processed on its own. A processor
-returns new scores (it never edits its input); filters and bans set removed tokens to -inf.
-The loops apply a list of them in order, the list that `build_processors(config, prompt_len)`
-makes.
+float scores for the next token; every row of a batch is processed on its own. In `ids` a
+negative id marks a position that holds no token — the left padding of a batch of prompts of
+unequal length — so no processor counts, matches or bans it, and a prompt in a batch gives what
+it gives alone. A processor returns new scores (it never edits its input); filters and bans set
+removed tokens to -inf. The loop (engine.py) applies the list `build_processors` makes, in order.
 
-Here, with Hugging Face semantics: the penalties and bans (repetition penalty, no-repeat n-grams,
-bad words, min new tokens, suppressed tokens), OpenAI's presence/frequency penalties and logit
-bias, and the sampling warpers (temperature, top-k, top-p, min-p, typical-p).
+Here, with Hugging Face semantics: the penalties and bans (penalties.py: repetition penalty,
+no-repeat n-grams, bad words, min new tokens, suppressed tokens, and OpenAI's presence and
+frequency penalties and logit bias) and the sampling warpers (warpers.py: temperature, top-k,
+top-p, min-p, typical-p). Options are checked once, by `GenerationConfig`; token ids against the
+vocabulary once, here, when the list is built.
 
 Where generation started: processors that count only *generated* tokens (min new tokens,
 presence and frequency penalties) take `prompt_len` when built; `ids[:, prompt_len:]` are the
-generated tokens. The loop knows the prompt length before the first step, so it builds the list
-with `build_processors(config, prompt_len=len(prompt_ids))` and keeps ids as one growing buffer
-from the prompt's first token (a sliding model window does not crop `ids`). A left-padded batch
-passes its padded length as `prompt_len` and, for the repetition penalty, each row's
-`padding_lengths`. Processors stay stateless: the same list serves every step.
+generated tokens (a left-padded batch passes its padded width). Processors stay stateless: the
+same list serves every step.
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Iterable, Protocol, Sequence
 
 import torch
 
@@ -42,12 +42,19 @@ class LogitsProcessor(Protocol):
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor: ...
 
 
+def _check_in_vocabulary(name: str, token_ids: Iterable[int], vocab_size: int | None) -> None:
+    outside = sorted({i for i in token_ids if vocab_size is not None and i >= vocab_size})
+    if outside:
+        raise LmlabError(f"{name} has token id(s) {outside[:10]} but the model's vocabulary has {vocab_size} tokens",
+                         params=(name,))
 
 
 def build_processors(
     config: GenerationConfig,
     prompt_len: int | None = None,
-    padding_lengths: Sequence[int] | torch.Tensor | None = None,
+    vocab_size: int | None = None,
+    eot_ids: Sequence[int] | None = None,
+    never: Sequence[int] = (),
 ) -> list[LogitsProcessor]:
     """The processors `config` turns on, in the order they apply.
 
@@ -59,11 +66,12 @@ def build_processors(
     temperature, top_k, top_p, min_p, typical_p. With beam sampling (num_beams > 1) every filter
     keeps at least len(eot_ids) + 1 tokens (2 without eot_ids), as in HF.
 
-    `prompt_len` is where generation started in the `ids` the processors will see (the padded
-    length in a left-padded batch); it is needed (an error otherwise) only by min_new_tokens,
-    presence_penalty and frequency_penalty. `padding_lengths` gives, per row of `ids`, how many
-    left-padding ids it starts with: as HF does with the attention mask, the repetition penalty
-    skips them (the other processors see padding like any token, as in HF).
+    `prompt_len` is where generation started in the `ids` the processors will see; it is needed
+    (an error otherwise) only by min_new_tokens, presence_penalty and frequency_penalty.
+    `vocab_size`, when given, is the width of the logits: token ids in the options must be below
+    it (checked here, once). `eot_ids` are the ids that end a sequence (default `config.eot_ids`;
+    the engine adds the tokenizer's). `never` are more ids never to produce (a model's padded
+    embedding rows, which no tokenizer id reaches); they join suppress_tokens.
 
     >>> build_processors(GenerationConfig(temperature=0.7, top_k=50, top_p=1.0))
     [TemperatureProcessor(0.7), TopKProcessor(50)]
@@ -72,31 +80,32 @@ def build_processors(
     >>> build_processors(GenerationConfig(presence_penalty=0.5, min_p=0.1), prompt_len=7)
     [PresencePenaltyProcessor(0.5, prompt_len=7), MinPProcessor(0.1)]
     """
-    needs_start = [
-        name
-        for name, on in [
-            ("min_new_tokens", config.min_new_tokens > 0 and config.eot_ids),
-            ("presence_penalty", config.presence_penalty != 0),
-            ("frequency_penalty", config.frequency_penalty != 0),
-        ]
-        if on
-    ]
-    if needs_start and prompt_len is None:
+    eot_ids = tuple(config.eot_ids if eot_ids is None else eot_ids)
+    counts_generated = [name for name, on in [("min_new_tokens", config.min_new_tokens > 0 and eot_ids),
+                                              ("presence_penalty", config.presence_penalty != 0),
+                                              ("frequency_penalty", config.frequency_penalty != 0)] if on]
+    if counts_generated and prompt_len is None:
         raise LmlabError(
-            f"options that count generated tokens ({', '.join(needs_start)}) need to know where generation "
+            f"options that count generated tokens ({', '.join(counts_generated)}) need to know where generation "
             "started: call build_processors(config, prompt_len=len(prompt_ids))"
         )
+    _check_in_vocabulary("bad_words_ids", (i for word in config.bad_words_ids for i in word), vocab_size)
+    _check_in_vocabulary("suppress_tokens", config.suppress_tokens, vocab_size)
+    _check_in_vocabulary("logit_bias", (i for i, _ in config.logit_bias or ()), vocab_size)
+    suppressed = sorted({*config.suppress_tokens, *never})
+
     processors: list[LogitsProcessor] = []
     if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
-        processors.append(RepetitionPenaltyProcessor(config.repetition_penalty, padding_lengths))
+        processors.append(RepetitionPenaltyProcessor(config.repetition_penalty))
     if config.no_repeat_ngram_size > 0:
         processors.append(NoRepeatNGramProcessor(config.no_repeat_ngram_size))
     if config.bad_words_ids:
-        processors.append(BadWordsProcessor(config.bad_words_ids, config.eot_ids))
-    if config.min_new_tokens > 0 and config.eot_ids:
-        processors.append(MinNewTokensProcessor(config.min_new_tokens, config.eot_ids, prompt_len))
-    if config.suppress_tokens:
-        processors.append(SuppressTokensProcessor(config.suppress_tokens))
+        processors.append(BadWordsProcessor(config.bad_words_ids, eot_ids))
+    if config.min_new_tokens > 0 and eot_ids:
+        in_vocabulary = [i for i in eot_ids if vocab_size is None or i < vocab_size]
+        processors.append(MinNewTokensProcessor(config.min_new_tokens, in_vocabulary, prompt_len))
+    if suppressed:
+        processors.append(SuppressTokensProcessor(suppressed))
     if config.presence_penalty != 0:
         processors.append(PresencePenaltyProcessor(config.presence_penalty, prompt_len))
     if config.frequency_penalty != 0:
@@ -108,7 +117,7 @@ def build_processors(
     # Beam sampling must leave each beam a token that is not end-of-text.
     keep = 1
     if config.num_beams > 1:
-        keep = len(config.eot_ids) + 1 if config.eot_ids else 2
+        keep = len(eot_ids) + 1 if eot_ids else 2
     if config.temperature != 1.0:
         processors.append(TemperatureProcessor(config.temperature))
     if config.top_k:

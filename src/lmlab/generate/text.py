@@ -1,98 +1,112 @@
-"""Text in, text out: one entry point for every decoding strategy over one or many prompts.
+"""From token ids to text: incremental detokenizing and stop strings.
 
-`generate_sequences` takes a string, a list of strings, token ids or a list of token-id lists,
-runs greedy / sampling (batch.py) or beam search (beam.py), and returns a `GenerationOutput`
-whose `.sequences` hold each continuation's text, token ids and log-probability, prompts in
-order. Stop strings are applied to the text (a stop string is never returned). Streaming one
-prompt as it is generated is `stream.generate_text`.
+`TextStream` turns a stream of token ids into text deltas that never split a UTF-8 character or
+a grapheme (a letter and its combining accents, an emoji with its modifiers and joiners, a flag),
+and never show text that may turn out to be (the start of) a stop string. The loop (engine.py)
+keeps one per output sequence; the text of a sequence is exactly its deltas joined.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+import codecs
+from typing import Callable, Sequence
 
-from lmlab.errors import LmlabError
-from lmlab.generate.batch import Completion, generate_batch
-from lmlab.generate.beam import beam_search
-from lmlab.generate.config import GenerationConfig
-from lmlab.generate.stream import CONTEXT_TOKENS, TextStream, with_tokenizer_eot
+import regex
 
-Prompts = str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]]
+# Prompt tokens kept as decoding context, so tokenizers that decode a lone token differently
+# (a dropped leading space, a word joiner) still give the right first delta.
+CONTEXT_TOKENS = 4
 
 
-@dataclass(frozen=True)
-class GeneratedSequence:
-    """One continuation: its text (the prompt excluded), new token ids and their log-probability."""
+def held_back_length(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of `text` that is the start of some stop string (but not a
+    whole one): the part that cannot be shown until the next tokens decide.
 
-    prompt_index: int
-    text: str
-    token_ids: list[int]
-    logprob: float  # sum of the chosen tokens' log-probabilities (after the processors)
-    finish_reason: str  # "stop" (end-of-text or a stop string) or "length"
-    score: float | None = None  # beam search's length-normalised score
-    token_logprobs: list[float] = field(default_factory=list, repr=False)
-    top_logprobs: list[list[tuple[int, float]]] | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class GenerationOutput:
-    sequences: list[GeneratedSequence]
-
-    @property
-    def text(self) -> str:
-        """The first sequence's text (the usual case: one prompt, one sequence)."""
-        return self.sequences[0].text
+    >>> held_back_length("Hello\\nUs", ["\\nUser:"])
+    3
+    >>> held_back_length("Hello", ["\\nUser:"])
+    0
+    """
+    longest = min(len(text), max((len(s) for s in stops), default=1) - 1)
+    for size in range(longest, 0, -1):
+        tail = text[-size:]
+        if any(s.startswith(tail) for s in stops):
+            return size
+    return 0
 
 
-def prompt_ids(tokenizer: Any, prompts: Prompts) -> list[list[int]]:
-    """Normalise any accepted prompt form to a list of token-id lists (empty -> end-of-text); numpy
-    arrays and tensors of ids count as lists."""
-    if hasattr(prompts, "tolist") and not isinstance(prompts, str):
-        prompts = prompts.tolist()
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    elif isinstance(prompts, Sequence) and prompts and all(isinstance(i, int) for i in prompts):
-        prompts = [list(prompts)]
-    if not isinstance(prompts, Sequence) or not prompts:
-        raise LmlabError("give a prompt: a string, a list of strings, or token ids")
-    result = []
-    for n, prompt in enumerate(prompts):
-        if not isinstance(prompt, (str, Sequence)):
-            raise LmlabError(f"prompt {n} must be a string or a list of token ids, got {prompt!r:.80}")
-        ids = tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        if not ids:
-            if tokenizer.eot_id is None:
-                raise LmlabError("a prompt is empty and this tokenizer has no end-of-text token to start from")
-            ids = [tokenizer.eot_id]
-        result.append(ids)
-    return result
+_LAST_GRAPHEME = regex.compile(r"\X\Z")
 
 
-def generate_sequences(model: Any, tokenizer: Any, prompts: Prompts,
-                       config: GenerationConfig | None = None) -> GenerationOutput:
-    """Continue every prompt; `config.num_return_sequences` sequences per prompt, prompts in order."""
-    config = with_tokenizer_eot(GenerationConfig() if config is None else config, tokenizer)
-    ids = prompt_ids(tokenizer, prompts)
-    decode = beam_search if config.num_beams > 1 else generate_batch
-    sequences = []
-    for index, (prompt, completions) in enumerate(zip(ids, decode(model, ids, config))):
-        sequences.extend(_to_text(index, prompt, completion, tokenizer, config) for completion in completions)
-    return GenerationOutput(sequences)
+def last_grapheme_length(text: str) -> int:
+    """Length of the last grapheme cluster of `text` (what a user sees as one character), which the
+    next token may still extend: "e" may gain an accent, an emoji a skin tone or a joined emoji.
+
+    >>> last_grapheme_length("cafe\u0301"), last_grapheme_length("ok 👍🏽"), last_grapheme_length("")
+    (2, 2, 0)
+    """
+    match = _LAST_GRAPHEME.search(text[-64:]) if text else None
+    return len(match.group()) if match else 0
 
 
-def _to_text(index: int, prompt: list[int], completion: Completion, tokenizer: Any,
-             config: GenerationConfig) -> GeneratedSequence:
-    stream = TextStream(tokenizer.decode_bytes, config.stop, context_ids=prompt[-CONTEXT_TOKENS:])
-    pieces, kept, finish = [], len(completion.token_ids), completion.finish_reason
-    for n, token_id in enumerate(completion.token_ids):
-        pieces.append(stream.push(token_id))
-        if stream.stopped:
-            kept, finish = n + 1, "stop"
-            break
-    pieces.append(stream.flush())
-    logprobs = completion.logprobs[:kept]
-    top = completion.top_logprobs[:kept] if completion.top_logprobs is not None else None
-    return GeneratedSequence(prompt_index=index, text="".join(pieces), token_ids=completion.token_ids[:kept],
-                             logprob=math.fsum(logprobs), finish_reason=finish, score=completion.score,
-                             token_logprobs=logprobs, top_logprobs=top)
+class TextStream:
+    """Feed token ids with `push`, get text deltas; `flush` at the end gives the rest.
+
+    Decoding works on a short window of ids and emits the bytes the newest id adds, so a
+    multi-byte character split over several tokens comes out whole, once its last byte arrives.
+    The last grapheme is held back until the next one starts (or `flush`), since a later token
+    may add an accent or a joiner to it. Bytes still incomplete at `flush` become U+FFFD. After a
+    stop string appears, `stopped` is True, the text before it has been emitted, and the stop
+    string and all later text are dropped.
+
+    >>> stream = TextStream(lambda ids: bytes(ids), stop=["END"])
+    >>> [stream.push(b) for b in "é E".encode()]
+    ['', '', 'é', ' ']
+    >>> stream.push(ord("N")), stream.push(ord("D")), stream.stopped
+    ('', '', True)
+    """
+
+    def __init__(
+        self,
+        decode_bytes: Callable[[Sequence[int]], bytes],
+        stop: Sequence[str] = (),
+        context_ids: Sequence[int] = (),
+    ) -> None:
+        self.decode_bytes = decode_bytes
+        self.stop = tuple(stop)
+        self.stopped = False
+        self._ids = list(context_ids)
+        self._prefix_offset = 0  # window start: ids decoded together for context
+        self._read_offset = len(self._ids)  # ids before this have been turned into text
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""  # decoded, not yet emitted (a possible stop-string start)
+
+    def push(self, token_id: int) -> str:
+        """Add one token id; return the text that is now safe to show (often "")."""
+        if self.stopped:
+            return ""
+        self._ids.append(token_id)
+        window = self._ids[self._prefix_offset :]
+        before = self.decode_bytes(self._ids[self._prefix_offset : self._read_offset]) if len(window) > 1 else b""
+        after = self.decode_bytes(window)
+        new_bytes = after[len(before) :] if after.startswith(before) else self.decode_bytes([token_id])
+        self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
+        # The decoder holds back an incomplete trailing character; only bytes that can never
+        # become valid UTF-8 turn into U+FFFD here.
+        return self._emit(self._utf8.decode(new_bytes), final=False)
+
+    def flush(self) -> str:
+        """End of generation: return whatever is left (incomplete bytes become U+FFFD)."""
+        if self.stopped:
+            return ""
+        return self._emit(self._utf8.decode(b"", final=True), final=True)
+
+    def _emit(self, text: str, final: bool) -> str:
+        pending = self._pending + text
+        found = [i for i in (pending.find(s) for s in self.stop) if i >= 0]
+        if found:
+            self.stopped = True
+            self._pending = ""
+            return pending[: min(found)]
+        keep = 0 if final else max(held_back_length(pending, self.stop), last_grapheme_length(pending))
+        self._pending = pending[len(pending) - keep :]
+        return pending[: len(pending) - keep]

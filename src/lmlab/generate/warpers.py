@@ -2,7 +2,8 @@
 min-p and typical-p.
 
 `min_tokens_to_keep` (Hugging Face's, default 1) is how many of the best tokens a filter always
-keeps; beam sampling keeps one more than the number of end-of-text ids.
+keeps; beam sampling keeps one more than the number of end-of-text ids. Parameters come checked
+from `GenerationConfig` (config.py); nothing here checks them again.
 """
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ import math
 
 import torch
 
-from lmlab.errors import LmlabError
-from lmlab.generate.checks import check_int, is_number, processor_repr
-
+from lmlab.generate.token_sets import processor_repr
 
 
 class TemperatureProcessor:
@@ -23,9 +22,7 @@ class TemperatureProcessor:
     """
 
     def __init__(self, temperature: float) -> None:
-        if not is_number(temperature) or temperature <= 0:
-            raise LmlabError(f"temperature must be a number > 0, got {temperature!r}")
-        self.temperature = float(temperature)
+        self.temperature = temperature
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         return logits / self.temperature
@@ -40,7 +37,7 @@ class _Warper:
     name = ""
 
     def __init__(self, min_tokens_to_keep: int) -> None:
-        self.min_tokens_to_keep = check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
+        self.min_tokens_to_keep = min_tokens_to_keep
 
     def __repr__(self) -> str:
         options = {"min_tokens_to_keep": self.min_tokens_to_keep} if self.min_tokens_to_keep != 1 else {}
@@ -58,7 +55,7 @@ class TopKProcessor(_Warper):
 
     def __init__(self, top_k: int, min_tokens_to_keep: int = 1) -> None:
         super().__init__(min_tokens_to_keep)
-        self.top_k = check_int("top_k", top_k, 1)
+        self.top_k = top_k
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         k = min(max(self.top_k, self.min_tokens_to_keep), logits.shape[-1])
@@ -84,9 +81,7 @@ class TopPProcessor(_Warper):
 
     def __init__(self, top_p: float, min_tokens_to_keep: int = 1) -> None:
         super().__init__(min_tokens_to_keep)
-        if not is_number(top_p) or not 0 < top_p <= 1:
-            raise LmlabError(f"top_p must be in (0, 1], got {top_p!r}")
-        self.top_p = float(top_p)
+        self.top_p = top_p
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
@@ -111,9 +106,7 @@ class MinPProcessor(_Warper):
 
     def __init__(self, min_p: float, min_tokens_to_keep: int = 1) -> None:
         super().__init__(min_tokens_to_keep)
-        if not is_number(min_p) or not 0 <= min_p <= 1:
-            raise LmlabError(f"min_p must be in [0, 1], got {min_p!r}")
-        self.min_p = float(min_p)
+        self.min_p = min_p
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         probs = logits.softmax(dim=-1)
@@ -126,7 +119,7 @@ class MinPProcessor(_Warper):
 class TypicalPProcessor(_Warper):
     """Locally typical sampling (Meister et al. 2022, Hugging Face's typical_p): rank tokens by
     how close their surprisal -log p is to the entropy, and keep the closest ones until their
-    probability reaches `typical_p` (in (0, 1)); -inf the rest. The single most likely token may
+    probability reaches `typical_p` (in (0, 1]); -inf the rest. The single most likely token may
     be dropped when it is far more predictable than typical.
 
     >>> probs = torch.tensor([[0.4, 0.3, 0.2, 0.1]])  # entropy 1.28; |surprisal - entropy| ranks 1, 2, 0, 3
@@ -138,9 +131,7 @@ class TypicalPProcessor(_Warper):
 
     def __init__(self, typical_p: float, min_tokens_to_keep: int = 1) -> None:
         super().__init__(min_tokens_to_keep)
-        if not is_number(typical_p) or not 0 < typical_p < 1:
-            raise LmlabError(f"typical_p must be in (0, 1) (1 means off), got {typical_p!r}")
-        self.typical_p = float(typical_p)
+        self.typical_p = typical_p
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         log_probs = logits.log_softmax(dim=-1)
