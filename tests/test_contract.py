@@ -193,3 +193,58 @@ def test_scoring_in_order_does_not_depend_on_the_chunk_length(family):
         assert total / count == pytest.approx(loss.item(), abs=1e-5)
     total, count = sequential_nll(model, stream, rows=3, chunk=4)
     assert count == 29  # every token after the first is predicted exactly once, whatever the rows
+
+
+# --- every family that generates, through the one decoding loop ------------------------------------
+
+GENERATING = [family for family in CONFIGS if FAMILIES[family].generates]
+DECODING = {
+    "greedy": dict(do_sample=False),
+    "sampled": dict(seed=3, top_k=10, num_return_sequences=2),
+    "beams": dict(num_beams=3, num_return_sequences=2, do_sample=False),
+}
+
+
+def char_tokenizer():
+    from lmlab.tokenize import CharTokenizer
+
+    tokenizer = CharTokenizer.train("abcdefghijklmnopqrstuvwxyz0123456789 .\n")
+    assert tokenizer.vocab_size == VOCAB
+    return tokenizer
+
+
+@pytest.mark.parametrize("decoding", DECODING)
+@pytest.mark.parametrize("family", GENERATING)
+def test_streamed_events_join_to_what_generate_returns(family, decoding):
+    from lmlab.generate import GenerationConfig, generate, stream
+
+    model, tokenizer = tiny(family), char_tokenizer()
+    config = GenerationConfig(max_new_tokens=9, logprobs=True, top_logprobs=2, **DECODING[decoding])
+    prompts = ["the cat", "a"]
+    events = list(stream(model, prompts, config, tokenizer=tokenizer))
+    result = generate(model, prompts, config, tokenizer=tokenizer)
+    assert len(result.sequences) == 2 * config.num_return_sequences
+    for index, sequence in enumerate(result.sequences):
+        mine = [e for e in events if e.sequence == index]
+        assert "".join(e.text for e in mine) == sequence.text
+        assert [e.token_id for e in mine if e.token_id is not None] == sequence.token_ids
+        assert [e.finish_reason for e in mine] == [None] * (len(mine) - 1) + [sequence.finish_reason]
+        assert all(e.logprob <= 0 and len(e.top_logprobs) == 2 for e in mine[:-1])
+        assert sequence.prompt_index == index // config.num_return_sequences
+
+
+@pytest.mark.parametrize("decoding", ["greedy", "beams"])
+@pytest.mark.parametrize("family", GENERATING)
+def test_a_prompt_in_a_padded_batch_decodes_as_it_does_alone(family, decoding):
+    from lmlab.generate import GenerationConfig, generate
+
+    model = tiny(family)
+    config = GenerationConfig(max_new_tokens=6, **DECODING[decoding])
+    prompts = [random_ids(1, 7, seed=11)[0].tolist(), random_ids(1, 2, seed=12)[0].tolist()]
+    together = generate(model, prompts, config).sequences
+    for index, prompt in enumerate(prompts):
+        alone = generate(model, [prompt], config).sequences
+        mine = together[index * len(alone):(index + 1) * len(alone)]
+        assert [s.token_ids for s in mine] == [s.token_ids for s in alone]
+        for a, b in zip(mine, alone):
+            assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-4)

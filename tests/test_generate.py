@@ -506,3 +506,55 @@ def test_prompts_as_numpy_arrays_or_tensors_are_token_id_lists():
     assert prompt_ids(tokenizer, torch.tensor([[1, 2], [3, 4]])) == [[1, 2], [3, 4]]
     with pytest.raises(LmlabError, match="prompt 0"):
         prompt_ids(tokenizer, [1.5])
+
+
+# --- an encoder memory ----------------------------------------------------------------------------
+
+
+class ToyTranslator(nn.Module):
+    """A conditional model: `encode(src)` gives the memory (B, S); the next token is
+    (sum(memory) + sum(visible ids)) % V, so a decoder that lost its memory answers differently.
+    The state is (memory, ids seen) — (memory, None) before the first step."""
+
+    def __init__(self, vocab_size: int = 13, context_len: int | None = 3):
+        super().__init__()
+        self.config = SimpleNamespace(vocab_size=vocab_size)
+        self.context_len = context_len
+        self.prefills = 0
+
+    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return src, None
+
+    def next_token(self, memory: list[int], visible: list[int]) -> int:
+        return (sum(memory) + sum(visible)) % self.config.vocab_size
+
+    def step(self, ids, state, mask=None):
+        memory, seen = state
+        self.prefills += seen is None
+        seen = ids if seen is None else torch.cat([seen, ids], dim=1)
+        assert self.context_len is None or seen.shape[1] <= self.context_len
+        logits = torch.full((ids.shape[0], self.config.vocab_size), -5.0)
+        for row, (m, visible) in enumerate(zip(memory.tolist(), seen.tolist())):
+            logits[row, self.next_token(m, visible)] = 5.0
+        return logits, (memory, seen)
+
+    def reorder(self, state, index):
+        memory, seen = state
+        return memory.index_select(0, index), None if seen is None else seen.index_select(0, index)
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_the_encoder_memory_survives_the_sliding_window(num_beams):
+    model = ToyTranslator(context_len=3)
+    sources, prompts = [[4, 1], [7, 7, 7]], [[0], [2, 5]]
+    memory = model.encode(torch.tensor([[0, 4, 1], [7, 7, 7]]))  # one memory row per prompt (0 pads the first)
+    config = GenerationConfig(max_new_tokens=8, do_sample=False, num_beams=num_beams)
+    result = generate(model, prompts, config, memory=memory)
+    for source, prompt, sequence in zip(sources, prompts, result.sequences[::1]):
+        expected, seen = [], list(prompt)
+        for _ in range(8):
+            token = model.next_token(source, seen[-3:])
+            expected.append(token)
+            seen.append(token)
+        assert sequence.token_ids == expected
+    assert model.prefills > 2  # the window slid: prefilled again, from the memory
