@@ -1,7 +1,8 @@
 """Strict construction of frozen config dataclasses from plain dicts (JSON, CLI overrides).
 
 Each model family keeps its own config dataclass next to its network; this module only holds the
-shared `from_dict` behaviour: unknown keys are rejected with a message that names them.
+shared behaviour (`ModelConfig`): `from_dict` rejects unknown keys with a message that names
+them, `to_dict` gives the plain dict a run's config.json stores.
 """
 from __future__ import annotations
 
@@ -31,3 +32,14 @@ def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
     if unknown:
         raise LmlabError(f"unknown {cls.__name__} option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return cls(**data)
+
+
+class ModelConfig:
+    """Mixed into a family's frozen config dataclass: strict `from_dict` and plain `to_dict`."""
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        return config_from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]

@@ -14,7 +14,6 @@ What is not here: perplexity (lmlab/evaluate), decoding (lmlab/generate), comman
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ import torch.nn as nn
 
 from lmlab.errors import LmlabError
 from lmlab.models.base import lm_loss
-from lmlab.models.config import config_from_dict
+from lmlab.models.config import ModelConfig
 from lmlab.models.ngram_smoothing import (ADDITIVE, SMOOTHINGS, BackoffTables, count_ngrams, lookup,
                                           sentence_stream)
 
@@ -34,7 +33,7 @@ MAX_ORDER = 32
 
 
 @dataclass(frozen=True)
-class NGramConfig:
+class NGramConfig(ModelConfig):
     vocab_size: int
     order: int = 3
     smoothing: str = "mkn"  # key of SMOOTHINGS, or "arpa" for tables read from an ARPA file
@@ -56,13 +55,6 @@ class NGramConfig:
                              "for no smoothing use smoothing='mle'")
         if self.eos_id is not None and (not isinstance(self.eos_id, int) or not 0 <= self.eos_id < self.vocab_size):
             raise LmlabError(f"eos_id must be None or a token id below vocab_size {self.vocab_size}, got {self.eos_id!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "NGramConfig":
-        return config_from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def _stored(values: np.ndarray, index: np.ndarray) -> np.ndarray:

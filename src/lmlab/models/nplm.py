@@ -17,7 +17,6 @@ Training is lmlab/train; the n-gram model (counts, no network) is ngram.py.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,14 +25,14 @@ import torch.nn as nn
 
 from lmlab.errors import LmlabError
 from lmlab.models.base import ReadInOrder, lm_loss, softmax_layer
-from lmlab.models.config import config_from_dict
+from lmlab.models.config import ModelConfig
 
 NO_TOKEN = -1  # a history slot before the start of the text
 State = tuple[torch.Tensor]  # (history,): the last order-1 ids, (B, order-1), NO_TOKEN where none
 
 
 @dataclass(frozen=True)
-class NPLMConfig:
+class NPLMConfig(ModelConfig):
     vocab_size: int
     order: int = 5  # n: the model sees the n-1 previous tokens
     d_embed: int = 60
@@ -51,13 +50,6 @@ class NPLMConfig:
                              f"got {self.order!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise LmlabError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "NPLMConfig":
-        return config_from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def append_ids(history: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -12,7 +12,6 @@ window ended in and returns the new one: the trainer carries it across consecuti
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +20,13 @@ import torch.nn as nn
 
 from lmlab.errors import LmlabError
 from lmlab.models.base import ReadInOrder, softmax_layer
-from lmlab.models.config import config_from_dict
+from lmlab.models.config import ModelConfig
 
 State = tuple[torch.Tensor, ...]
 
 
 @dataclass(frozen=True)
-class RNNConfig:
+class RNNConfig(ModelConfig):
     vocab_size: int
     cell: str = "lstm"  # key of CELLS; the model families "rnn", "lstm" and "gru" fix it
     d_embed: int = 200
@@ -51,13 +50,6 @@ class RNNConfig:
         if self.tie_embeddings and self.d_embed != self.hidden:
             raise LmlabError(f"tie_embeddings needs d_embed == hidden (got d_embed={self.d_embed}, "
                              f"hidden={self.hidden}); make them equal or turn tie_embeddings off")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RNNConfig":
-        return config_from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class Cells(nn.Module):
