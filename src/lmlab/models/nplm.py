@@ -18,7 +18,6 @@ Training is lmlab/train; the n-gram model (counts, no network) is ngram.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn as nn
