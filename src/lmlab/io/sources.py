@@ -25,7 +25,8 @@ import torch.nn as nn
 from lmlab.errors import LmlabError
 from lmlab.io.arpa import ARPA_SUFFIXES, read_arpa
 from lmlab.io.checkpoint import TOKENIZER_FILE, load_model_weights, read_run_config
-from lmlab.io.hf import build_loaded, converter_for, hf_eos_id, is_hf_model_dir, read_hf_config, read_hf_tokenizer, read_with
+from lmlab.io.hf import (build_loaded, converter_for, hf_eos_id, is_hf_model_dir, read_hf_config, read_hf_tokenizer,
+                         read_with)
 from lmlab.models import build_model
 from lmlab.tokenize import Tokenizer, WordTokenizer
 from lmlab.tokenize import load as load_tokenizer

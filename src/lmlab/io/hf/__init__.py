@@ -51,6 +51,6 @@ def export_converter(family: str, source: object) -> Converter:
 
 
 __all__ = ["CONVERTERS", "EXPORTS", "GPT2", "HF_CONFIG_FILE", "HF_WEIGHTS_FILE", "LMLAB_TOKENIZER_IN_HF_DIR",
-           "Converter", "Fused", "build_loaded", "converter_for", "expected_tensors", "export_converter", "hf_directory",
-           "hf_eos_id", "is_hf_model_dir", "read_hf_config", "read_hf_gpt2", "read_hf_tokenizer", "read_with",
-           "write_hf_files", "write_hf_gpt2", "write_hf_tokenizer", "write_with"]
+           "Converter", "Fused", "build_loaded", "converter_for", "expected_tensors", "export_converter",
+           "hf_directory", "hf_eos_id", "is_hf_model_dir", "read_hf_config", "read_hf_gpt2", "read_hf_tokenizer",
+           "read_with", "write_hf_files", "write_hf_gpt2", "write_hf_tokenizer", "write_with"]

@@ -54,8 +54,13 @@ class Converter:
     transposed: frozenset[str] = frozenset()  # lmlab module paths whose weight HF stores as (in, out)
     base_prefix: str = ""  # what older files leave off their names ("transformer." in GPT-2 files)
     ignored: tuple[str, ...] = ()  # HF tensor names lmlab has no use for ({i}: a layer; a trailing *: anything)
-    zero_when_absent: tuple[str, ...] = ()  # tensor names ("bias") HF always has; a model without them writes zeros
+    zero_when_absent: tuple[str, ...] = ()  # last names ("bias") HF always has: a model without them writes zeros
     fallback_tokenizer: Callable[[], Tokenizer] | None = None  # when a directory has no tokenizer files
+
+    def __post_init__(self) -> None:
+        if not self.transposed <= set(self.modules):
+            raise ValueError(f"converter {self.model_type}: transposed modules not in its table: "
+                             f"{sorted(self.transposed - set(self.modules))}")
 
     @cached_property
     def _to_hf(self) -> list[tuple[re.Pattern[str], str, tuple[str, ...]]]:
@@ -75,7 +80,12 @@ class Converter:
         return [_compile(module) for module in self.transposed]
 
     def hf_names(self, name: str) -> tuple[str, ...] | None:
-        """The Hugging Face name(s) of lmlab tensor `name` (several for a `Fused` module), or None."""
+        """The Hugging Face name(s) of lmlab tensor `name` (several for a `Fused` module), or None.
+
+        >>> from lmlab.io.hf.gpt2 import GPT2
+        >>> GPT2.hf_names("blocks.3.attn.qkv.weight"), GPT2.lmlab_name("h.3.attn.c_attn.weight")
+        (('transformer.h.3.attn.c_attn.weight',), ('blocks.3.attn.qkv.weight', 0))
+        """
         module, _, leaf = name.rpartition(".")
         for pattern, _, parts in self._to_hf:
             match = pattern.fullmatch(module)
@@ -152,8 +162,8 @@ def expected_tensors(family: str, config: dict[str, Any]) -> list[ExpectedTensor
 def _hf_names_of(converter: Converter, name: str) -> tuple[str, ...]:
     names = converter.hf_names(name)
     if names is None:
-        raise LmlabError(f"lmlab's {converter.family} has a tensor {name!r} that the {converter.model_type} "
-                         f"converter does not name; add its module to the table in lmlab/io/hf/{converter.model_type}.py")
+        raise LmlabError(f"lmlab's {converter.family} has a tensor {name!r} that the {converter.model_type} converter "
+                         f"does not name; add its module to the table in lmlab/io/hf/{converter.model_type}.py")
     return names
 
 
@@ -175,20 +185,20 @@ def to_lmlab(converter: Converter, hf_tensors: Mapping[str, torch.Tensor], confi
         elif not converter.is_ignored(hf_name):
             unknown.append(hf_name)
     if unknown:
-        raise LmlabError(f"{source} holds tensors a {converter.model_type} model does not have ({', '.join(unknown[:3])}); "
-                         f"it is not a plain {converter.model_type} checkpoint")
+        raise LmlabError(f"{source} holds tensors a {converter.model_type} model does not have "
+                         f"({', '.join(unknown[:3])}); it is not a plain {converter.model_type} checkpoint")
     state: dict[str, torch.Tensor] = {}
     missing, wrong = [], []
     for expected in expected_tensors(converter.family, config):
-        values = {}
+        values, partial = {}, []
         for name in expected.names:
             found, hf_names = parts.pop(name, {}), _hf_names_of(converter, name)
             if len(found) == len(hf_names):
                 values[name] = _joined(converter, name, found)
             elif found:  # some parts of a Fused tensor, not all
-                missing += [hf_name for i, hf_name in enumerate(hf_names) if i not in found]
+                partial += [hf_name for i, hf_name in enumerate(hf_names) if i not in found]
         if not values:
-            missing.append(_hf_names_of(converter, expected.names[0])[0])
+            missing += partial or [_hf_names_of(converter, expected.names[0])[0]]
             continue
         (first, value), *others = values.items()
         for name, other in others:
@@ -211,7 +221,8 @@ def _joined(converter: Converter, name: str, parts: dict[int, torch.Tensor]) -> 
     return (pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)).contiguous()
 
 
-def to_hf(converter: Converter, state: Mapping[str, torch.Tensor], config: dict[str, Any]) -> dict[str, torch.Tensor]:
+def to_hf(converter: Converter, state: Mapping[str, torch.Tensor], config: dict[str, Any]
+          ) -> dict[str, torch.Tensor]:
     """An lmlab state dict of `config` -> Hugging Face tensors (on the CPU, one copy of each tied tensor).
 
     The tensors expected are those of the lmlab model the written config.json will read back as
@@ -241,8 +252,8 @@ def to_hf(converter: Converter, state: Mapping[str, torch.Tensor], config: dict[
             wrong.append(f"{first} {tuple(value.shape)} != {expected.shape}")
             continue
         hf_names = _hf_names_of(converter, first)
-        pieces = value.split(converter.split_sizes(first, value.size(0), config), dim=0) if len(hf_names) > 1 else [value]
-        for hf_name, piece in zip(hf_names, pieces):
+        pieces = value.split(converter.split_sizes(first, value.size(0), config), dim=0)
+        for hf_name, piece in zip(hf_names, pieces, strict=True):
             piece = piece.t() if converter.is_transposed(first) else piece
             out[hf_name] = piece.detach().to("cpu").contiguous()
     known = {name for expected in readback for name in expected.names}
@@ -277,7 +288,8 @@ def write_with(converter: Converter, config: dict[str, Any], state: Mapping[str,
     write_hf_files(out_dir, *hf_directory(converter, config, state, generation_eos))
 
 
-def build_loaded(family: str, config: dict[str, Any], state: Mapping[str, torch.Tensor], source: str) -> nn.Module:
+def build_loaded(family: str, config: dict[str, Any], state: Mapping[str, torch.Tensor], source: str
+                 ) -> nn.Module:
     """The lmlab model of `config` holding `state` (a state dict from `to_lmlab`: tied names given once)."""
     model = build_model(family, config)
     tied = {name for expected in expected_tensors(family, config) for name in expected.names[1:]}

@@ -67,7 +67,8 @@ def weight_files(path: Path) -> list[Path]:
             weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
             return [path / name for name in sorted(set(weight_map.values()))]
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
-            raise LmlabError(f"{index_path} is not a valid shard index ({e!r}); re-download or re-save the model") from None
+            raise LmlabError(f"{index_path} is not a valid shard index ({e!r}); re-download or re-save the "
+                             "model") from None
     if any((path / name).exists() for name in PICKLED_WEIGHTS):
         raise LmlabError(f"{path} has only pickled weights (pytorch_model.bin), which lmlab never loads; "
                          f"re-save the model with transformers' save_pretrained(..., safe_serialization=True)")
@@ -83,7 +84,8 @@ def read_hf_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             tensors.update(load_file(file))
         except (SafetensorError, OSError) as e:
-            raise LmlabError(f"{file} is not a readable safetensors file ({e}); re-download or re-save the model") from None
+            raise LmlabError(f"{file} is not a readable safetensors file ({e}); re-download or re-save the "
+                             "model") from None
     return tensors
 
 

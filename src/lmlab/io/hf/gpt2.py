@@ -105,8 +105,8 @@ def lmlab_config_to_gpt2(config: dict[str, Any], generation_eos: int | None = No
                          f"train with positional 'learned' to export it", params=("positional",))
     activation = config.get("activation", "gelu")
     if activation not in ACTIVATIONS_TO_HF:
-        raise LmlabError(f"activation {activation!r} has no GPT-2 equivalent; use one of {', '.join(ACTIVATIONS_TO_HF)}",
-                         params=("activation",))
+        raise LmlabError(f"activation {activation!r} has no GPT-2 equivalent; use one of "
+                         f"{', '.join(ACTIVATIONS_TO_HF)}", params=("activation",))
     if generation_eos is not None and not 0 <= generation_eos < config["vocab_size"]:
         raise LmlabError(f"generation_eos must be a token id in [0, {config['vocab_size']}), got {generation_eos}")
     dropout = float(config.get("dropout", 0.0))
