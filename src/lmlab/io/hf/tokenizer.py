@@ -12,12 +12,12 @@ from typing import Any, Callable
 
 import tokenizers
 
+from lmlab.atomic import atomic_write_text
 from lmlab.errors import LmlabError
 from lmlab.tokenize import BPETokenizer, Tokenizer
 from lmlab.tokenize import load as load_tokenizer
 from lmlab.tokenize.bpe import ByteLevelTokenizer, check_byte_level
 from lmlab.tokenize.gpt2 import byte_level_bpe_from_files
-from lmlab.atomic import atomic_write_text
 
 LMLAB_TOKENIZER_IN_HF_DIR = "lmlab_tokenizer.json"
 HF_TOKENIZER_FILE = "tokenizer.json"
