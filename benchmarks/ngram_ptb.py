@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from lmlab.models.ngram import NGramConfig, NGramLM
-from lmlab.models.ngram_arpa import write_arpa
+from lmlab.io.arpa import write_arpa
 from lmlab.tokenize.word import WordTokenizer
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptb"

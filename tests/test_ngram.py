@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from lmlab.errors import LmlabError
 from lmlab.models.ngram import NGramConfig, NGramLM
-from lmlab.models.ngram_arpa import read_arpa, write_arpa
+from lmlab.io.arpa import read_arpa, write_arpa
 from lmlab.models.ngram_smoothing import (FALLBACK_DISCOUNTS, SMOOTHINGS, adjusted_counts, count_ngrams, count_of_counts,
                                           mkn_discounts, sentence_stream)
 from lmlab.tokenize.word import WordTokenizer

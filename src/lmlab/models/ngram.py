@@ -6,7 +6,7 @@ an <eos>, or the start of the text, is a sentence start, whose context is <s> (o
 smoothed models give each one a nonzero probability (the unigram level is interpolated with the
 uniform distribution), so no word has infinite surprise; mle gives unseen words probability 0.
 
-The tables (counting and smoothing in ngram_smoothing.py, ARPA files in ngram_arpa.py) are
+The tables (counting and smoothing in ngram_smoothing.py, ARPA files in lmlab/io/arpa.py) are
 registered as torch buffers, so `state_dict()` saves them and `load_state_dict` loads tables of
 any size. Queries are vectorised: `token_log_probs` scores a whole token stream with one
 searchsorted per order; `forward`/`step` return log-probabilities over the vocabulary as logits.

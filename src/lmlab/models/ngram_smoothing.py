@@ -4,7 +4,7 @@
 every order with np.unique on packed int64 keys, and the estimators in SMOOTHINGS turn the counts
 into per-order log-probabilities and log back-off weights. There is no per-n-gram Python object
 here and no torch: the model that holds the tables and answers queries is ngram.py; ARPA files
-are ngram_arpa.py.
+are lmlab/io/arpa.py.
 
 Keys. Ids run over the vocabulary plus one extra id, `width - 1`, for <s> (a sentence start; it
 is a context, never a prediction). The table of order m lists its distinct m-grams as sorted keys

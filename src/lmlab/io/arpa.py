@@ -14,6 +14,9 @@ only and gets log10 P = -99. The model's <eos> is written as </s> (a model witho
 Reading gives the model and its vocabulary: <unk> (id 0), <eos> for </s> (id 1), then the other
 words in file order, so `WordTokenizer(vocab, eos_per_line=True)` fits it. The model keeps the
 file's numbers as they are (smoothing "arpa").
+
+The network is lmlab/models/ngram.py; `lmlab.load` reads ARPA files through the source table in
+io/sources.py, and `export_arpa` (io/export.py) writes runs with this module.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ LOG10 = math.log(10.0)
 ARPA_SPACE = " \t\r\n"  # what separates the fields of an ARPA line; any other character belongs to a word
 ZERO = -99.0  # log10 P written for <s>, which is never predicted
 MISSING = -100.0  # log10 P given to <unk> or </s> when a file lacks them (as KenLM does)
+ARPA_SUFFIXES = (".arpa", ".arpa.gz")  # the names lmlab reads and writes as ARPA files
 
 
 def _open(path: str | os.PathLike, mode: str, compressed: bool) -> IO[str]:
