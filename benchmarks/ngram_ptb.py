@@ -11,6 +11,10 @@ denominator. KenLM's builder `lmplz` is not on PyPI: if it is on PATH it is run 
 with PTB's <unk> renamed, since lmplz rejects that symbol in its input); otherwise the table quotes the published figures for `lmplz -o 5` on this data: test perplexity
 141.19, build 1.4 s.
 
+The word tokenizer splits PTB at spaces here (`split_punctuation=False`, `--word-split space`); a
+last table trains the highest-order mkn model again with its default punctuation split, which must keep
+PTB's own tokens and so give the same test tokens and perplexity.
+
     python benchmarks/ngram_ptb.py [--orders 3 4 5] [--repeats 3] [--skip-kenlm]
 
 Writes benchmarks/results/ngram_ptb.{json,md}.
@@ -81,6 +85,20 @@ def lmplz_peer(order: int, train_text: str, test_lines: list[str], workdir: Path
     total = sum(oracle.score(line.replace("<unk>", "_unk_"), bos=True, eos=True) for line in test_lines)
     n_tokens = sum(len(line.split()) + 1 for line in test_lines)
     return {"lmplz_build_s": build_s, "lmplz_perplexity": 10 ** (-total / n_tokens)}
+
+
+def word_split_rows(train_text: str, test_text: str, order: int) -> list[dict]:
+    """The mkn `order`-gram's test perplexity with each word split: at spaces, and the default."""
+    rows = []
+    for split, split_punctuation in (("space", False), ("punctuation (default)", True)):
+        tok = WordTokenizer.train(train_text, eos_per_line=True, split_punctuation=split_punctuation)
+        config = NGramConfig(vocab_size=tok.vocab_size, order=order, smoothing="mkn", eos_id=tok.special_tokens["<eos>"])
+        scores = NGramLM.build(tok.encode_array(train_text), config).token_log_probs(tok.encode_array(test_text))
+        rows.append({"split": split, "order": order, "vocab_size": tok.vocab_size, "test_tokens": len(scores),
+                     "perplexity": math.exp(-scores.mean()),
+                     "same_tokens_as_text_split": tok.split(test_text) == [
+                         word for line in test_text.splitlines(keepends=True) for word in [*line.split(), "\n"]]})
+    return rows
 
 
 def main() -> None:
@@ -154,6 +172,11 @@ def main() -> None:
     if five and "arpa_export_s" in five:
         lines.append(f"Exporting the mkn 5-gram ARPA file took {five['arpa_export_s']:.1f} s; KenLM loaded it in "
                      f"{five['kenlm_load_s']:.1f} s.")
+    splits = word_split_rows(train_text, test_text, order=max(args.orders))
+    lines += ["", f"Word tokenizer split, mkn {max(args.orders)}-gram:", "",
+              "| split | vocab | test tokens | test ppl | tokens = text.split() + line ends |", "|---|---|---|---|---|"]
+    lines += [f"| {r['split']} | {r['vocab_size']:,} | {r['test_tokens']:,} | {r['perplexity']:.2f} | "
+              f"{'yes' if r['same_tokens_as_text_split'] else 'no'} |" for r in splits]
     table = "\n".join(lines) + "\n"
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -162,6 +185,7 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
                     "numpy": np.__version__},
         "tokenize_s": tokenize_s, "published_lmplz_5": PUBLISHED_LMPLZ_5, "lmplz_ran": lmplz_ran, "rows": rows,
+        "word_split": splits,
     }, indent=2) + "\n", encoding="utf-8")
 
 

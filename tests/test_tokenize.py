@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections import Counter
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -25,6 +27,7 @@ from lmlab.tokenize import (
     load,
 )
 from lmlab.tokenize.bpe import bytes_to_unicode, split_for_encoding
+from lmlab.tokenize.word import SPLIT_VERSION
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GPT2_ASSETS = resources.files("lmlab") / "assets" / "gpt2"
@@ -231,6 +234,11 @@ def test_bpe_vocab_size_too_small() -> None:
 # --- word -----------------------------------------------------------------------------------------
 
 
+def word_split(text: str, **options) -> list[str]:
+    """How the default word tokenizer splits `text`."""
+    return WordTokenizer(["<unk>"], **options).split(text)
+
+
 def test_word_vocab_is_specials_then_frequency_then_alphabet() -> None:
     tok = WordTokenizer.train("Hello, world! Hello again.")
     assert tok.vocab == ["<unk>", "Hello", "!", ",", ".", "again", "world"]
@@ -240,9 +248,17 @@ def test_word_vocab_is_specials_then_frequency_then_alphabet() -> None:
 
 
 def test_word_lowercase() -> None:
-    tok = WordTokenizer.train("The cat. the dog.", lowercase=True)
+    tok = WordTokenizer.train("The cat. THE dog.", lowercase=True)
     assert tok.vocab == ["<unk>", ".", "the", "cat", "dog"]
     assert tok.encode("THE Cat") == [2, 3]
+    assert tok.split("Mr. X <UNK>") == ["mr.", "x", "<unk>"]  # split first, then lowercased
+
+
+def test_word_lowercase_comes_after_the_split_so_a_capital_still_ends_a_sentence() -> None:
+    """A lowercase word after a period means the sentence goes on ("approx. ten"); rule 1 lowercased
+    the text first, which rule 2 must not do, or every "home. Then" would keep its period."""
+    assert word_split("home. Then approx. ten", lowercase=True) == ["home", ".", "then", "approx.", "ten"]
+    assert word_split("The cat. the dog.", lowercase=True, split_version=1) == ["the", "cat", ".", "the", "dog", "."]
 
 
 def test_word_min_freq_and_max_vocab() -> None:
@@ -258,8 +274,93 @@ def test_word_min_freq_and_max_vocab() -> None:
 
 
 def test_word_punctuation_split_or_not() -> None:
-    assert WordTokenizer.train("don't stop.").vocab == ["<unk>", "'", ".", "don", "stop", "t"]
+    assert WordTokenizer.train("don't stop.").vocab == ["<unk>", ".", "don't", "stop"]
     assert WordTokenizer.train("don't stop.", split_punctuation=False).vocab == ["<unk>", "don't", "stop."]
+
+
+def test_word_ordinary_punctuation_is_split_off() -> None:
+    assert word_split("Hello, world!") == ["Hello", ",", "world", "!"]
+    assert word_split("(yes); no: [maybe]?!") == ["(", "yes", ")", ";", "no", ":", "[", "maybe", "]", "?", "!"]
+    assert word_split("Wait... no--never — ever.") == ["Wait", "...", "no", "--", "never", "—", "ever", "."]
+    assert word_split("He was ill. She said no.\nThe end.") == ["He", "was", "ill", ".", "She", "said", "no", ".", "The", "end", "."]
+    assert word_split("It rose 3.5. Then 1,000 fell.") == ["It", "rose", "3.5", ".", "Then", "1,000", "fell", "."]
+
+
+@pytest.mark.parametrize("word", ["don't", "can't", "rock'n'roll", "O'Brien", "y'all", "O'Brien's", "ne'er"])
+def test_word_apostrophes_inside_words_stay(word: str) -> None:
+    assert word_split(f"{word} {word.upper()}, {word}.") == [word, word.upper(), ",", word, "."]
+
+
+@pytest.mark.parametrize("clitic", ["n't", "'s", "'re", "'ve", "'m", "'ll", "'d", "'t"])
+def test_word_clitics_already_split_off_stay_whole(clitic: str) -> None:
+    """PTB writes "does n't", "it 's" (WikiText "don 't"): the clitic is one token, not "' s"."""
+    assert word_split(f"it {clitic} here") == ["it", clitic, "here"]
+    assert word_split(f"IT {clitic.upper()}, it {clitic}.") == ["IT", clitic.upper(), ",", "it", clitic, "."]
+
+
+def test_word_quotes_and_plural_possessives_are_split_off() -> None:
+    """An apostrophe at a word's edge is a quotation mark, or a plural's possessive, which PTB also
+    writes as a token of its own ("the dogs ' owner")."""
+    assert word_split("'hello'") == ["'", "hello", "'"]
+    assert word_split("She said 'hello'.") == ["She", "said", "'", "hello", "'", "."]
+    assert word_split("'sorry,' he said") == ["'", "sorry", ",", "'", "he", "said"]
+    assert word_split("the dogs' bowls and James' car") == ["the", "dogs", "'", "bowls", "and", "James", "'", "car"]
+    assert word_split('"Yes," he said.') == ['"', "Yes", ",", '"', "he", "said", "."]
+    assert word_split("\u2018Yes,\u2019 \u201cno\u201d") == ["\u2018", "Yes", ",", "\u2019", "\u201c", "no", "\u201d"]
+
+
+@pytest.mark.parametrize("text", [
+    "don't stop rock'n'roll", "O'Brien's dog", "it 's here", "does n't", "'hello'", "the dogs' bowls",
+    "'sorry,' she said", "'80s",
+])
+def test_word_typographic_apostrophes_work_like_ascii(text: str) -> None:
+    assert word_split(text.replace("'", "\u2019")) == [token.replace("'", "\u2019") for token in word_split(text)]
+
+
+def test_word_abbreviations_keep_their_period_and_a_sentence_end_does_not() -> None:
+    assert word_split("Mr. J. Smith of Acme Inc., the U.S. unit.") == [
+        "Mr.", "J.", "Smith", "of", "Acme", "Inc.", ",", "the", "U.S.", "unit", "."]
+    assert word_split("At 5 p.m. on Oct. 3, e.g. approx. ten.") == [
+        "At", "5", "p.m.", "on", "Oct.", "3", ",", "e.g.", "approx.", "ten", "."]
+    assert word_split("Dr. Who met St. John in Calif. Then I left. Than I.") == [
+        "Dr.", "Who", "met", "St.", "John", "in", "Calif.", "Then", "I", "left", ".", "Than", "I", "."]
+    assert word_split("A. Lincoln wrote a.\nOf a. lincoln") == ["A.", "Lincoln", "wrote", "a", ".", "Of", "a.", "lincoln"]
+    assert word_split("Warner Bros. Pictures; AT&T and/or R&D; state-of-the-art; www.example.com.") == [
+        "Warner", "Bros.", "Pictures", ";", "AT&T", "and/or", "R&D", ";", "state-of-the-art", ";", "www.example.com", "."]
+
+
+def test_word_pretokenized_marks_stay_whole() -> None:
+    """WikiText writes a hyphen, comma or period inside a number or compound as @-@, @,@, @.@; PTB
+    escapes * and / as \\* and \\/; PTB writes currencies us$, c$ and years '80s."""
+    assert word_split("1 @,@ 000 state @-@ of 3 @.@ 5") == ["1", "@,@", "000", "state", "@-@", "of", "3", "@.@", "5"]
+    assert word_split("\\* \\*\\* mgm\\/ua 1\\/2-year us$ N c$ the '80s") == [
+        "\\*", "\\*\\*", "mgm\\/ua", "1\\/2-year", "us$", "N", "c$", "the", "'80s"]
+
+
+def _lines_with_line_ends(text: str) -> list[str]:
+    return [token for line in text.splitlines(keepends=True) for token in [*line.split(), "\n"]]
+
+
+def test_word_default_split_of_ptb_is_ptb_own_tokens(shared_data: Path) -> None:
+    """PTB is already tokenized (n't, 's, mr., u.s., third-quarter, s&p, c$, \\*): the default split
+    must give exactly its words plus one <eos> per line, 82,430 test tokens as in the literature."""
+    text = (shared_data / "ptb" / "ptb.test.txt").read_text(encoding="utf-8")
+    tok = WordTokenizer(["<unk>", "<eos>"], eos_per_line=True)
+    lines = text.splitlines(keepends=True)
+    for line in [lines[0], *(line for line in lines if "n't" in line or "'s" in line or "." in line)][::40]:
+        assert tok.split(line) == [*line.split(), "\n"], line
+    tokens = tok.split(text)
+    assert tokens == _lines_with_line_ends(text) and len(tokens) == 78_669 + 3_761 == 82_430
+
+
+def test_word_default_split_of_wikitext_keeps_its_tokens_but_quotes(shared_data: Path) -> None:
+    """WikiText-2 is tokenized too. Its tokens stay whole, but for what a reader's text could not tell
+    from a quotation or a sentence end: an apostrophe before a word that is no clitic (K 'awiil,
+    O 'Neil), a hyphen ending a word (18- to 49) and the initial "I."."""
+    text = (shared_data / "wikitext-2" / "valid.txt").read_text(encoding="utf-8")
+    tok = WordTokenizer(["<unk>", "<eos>"], eos_per_line=True)
+    cut = {word for line in text.splitlines() for word in Counter(line.split()) - Counter(tok.split(line))}
+    assert cut and all(word[0] in "'\u2019" or word.endswith("-") or word == "I." for word in cut), sorted(cut)
 
 
 def test_word_eos_per_line() -> None:
@@ -288,6 +389,66 @@ def test_word_lone_surrogates_stay_unknown_and_the_tokenizer_saves(tmp_path: Pat
     assert "\ud800" not in tok.vocab and tok.encode("\ud800") == [0]
     tok.save(tmp_path / "tok.json")
     assert load(tmp_path / "tok.json").vocab == tok.vocab
+
+
+# The word tokenizer's pattern before split_version existed (rule 1), for its two sets of special tokens.
+RULE_1 = {False: re.compile(r"<unk>|\w+|(?:(?!<unk>)[^\w\s])+"),
+          True: re.compile(r"\n|<unk>|<eos>|\w+|(?:(?!<unk>)(?!<eos>)[^\w\s])+")}
+
+
+@pytest.mark.parametrize("eos_per_line", [False, True])
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_word_file_saved_before_split_version_splits_as_it_did(tmp_path: Path, lowercase: bool, eos_per_line: bool) -> None:
+    """A tokenizer.json from before rule 2 (no "split_version") must split exactly as it did then,
+    so that a run's token cache and its perplexity keep their meaning."""
+    path = tmp_path / "tokenizer.json"
+    vocab = ["<unk>", "<eos>"][: 1 + eos_per_line] + ["don", "'", "t", "the"]
+    path.write_text(json.dumps({"format_version": 1, "kind": "word", "lowercase": lowercase, "split_punctuation": True,
+                                "eos_per_line": eos_per_line, "vocab": vocab}))
+    tok = load(path)
+    assert tok.split_version == 1 and tok.split("Don't!") == ["don" if lowercase else "Don", "'", "t", "!"]
+    for text in [SHAKESPEARE[:50_000], *UNUSUAL, "İstanbul <UNK> (<unk>)--<eos>!"]:
+        assert tok.split(text) == RULE_1[eos_per_line].findall(text.lower() if lowercase else text)
+    tok.save(path)  # re-saving keeps rule 1
+    assert json.loads(path.read_text())["split_version"] == 1 and load(path).split(SHAKESPEARE[:5000]) == tok.split(SHAKESPEARE[:5000])
+
+
+def test_word_new_file_records_its_split_and_round_trips(tmp_path: Path) -> None:
+    tok = WordTokenizer.train("Don't stop, Mr. Smith.\nit 's here\n", eos_per_line=True)
+    assert tok.to_dict()["split_version"] == SPLIT_VERSION == 2
+    tok.save(tmp_path / "tok.json")
+    back = load(tmp_path / "tok.json")
+    assert back.split_version == 2 and back.to_dict() == tok.to_dict()
+    for text in [SHAKESPEARE[:50_000], *UNUSUAL]:
+        assert back.split(text) == tok.split(text)
+    with pytest.raises(LmlabError, match="split_version must be one of \\[1, 2\\], got 3.*upgrade"):
+        WordTokenizer.from_dict({**tok.to_dict(), "split_version": 3})
+
+
+# Text rich in what the word split decides on: marks, apostrophes, periods, clitics, capitals, numbers.
+WORDY_TEXT = st.lists(st.one_of(st.sampled_from(
+    [" ", "\n", "a", "B", "I", "N", "1", ".", ",", ";", "'", "\u2019", "s", "t", "-", "&", "/", "\\", "*", "@", "$",
+     "Mr", "inc", "<unk>", "<eos>", "é", "İ", "_"]), st.characters()), max_size=40).map("".join)
+
+
+@lru_cache(maxsize=None)
+def word_tokenizer(split_version: int, lowercase: bool) -> WordTokenizer:
+    vocab = WordTokenizer.train(TRAIN_TEXT[:20_000] + " a B I N 1 s t Mr inc Mr. inc. a. B. N. 1. 's 't \\* ...",
+                                lowercase=lowercase, eos_per_line=True).vocab
+    return WordTokenizer(vocab, lowercase=lowercase, eos_per_line=True, split_version=split_version)
+
+
+@pytest.mark.parametrize("split_version", [1, 2])
+@pytest.mark.parametrize("lowercase", [False, True])
+@settings(deadline=None)
+@given(text=st.one_of(TEXT, WORDY_TEXT))
+def test_word_decoding_then_encoding_gives_the_same_ids(split_version: int, lowercase: bool, text: str) -> None:
+    """Decoding is lossy (single spaces between tokens), but splitting what it gives finds the same tokens."""
+    tok = word_tokenizer(split_version, lowercase)
+    ids = tok.encode(text)
+    assert tok.encode(tok.decode(ids)) == ids
+    assert tok.decode(tok.encode(tok.decode(ids))) == tok.decode(ids)
+    assert list(tok.words(text)) == tok.split(text) and tok.encode_array(text).tolist() == ids
 
 
 @pytest.mark.parametrize("specials", [["", "<|endoftext|>"], ["<a>", "<a>"], [None]])
