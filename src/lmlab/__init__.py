@@ -14,11 +14,12 @@ if TYPE_CHECKING:
     from lmlab.bundle import Bundle
 
 
-def load(path: str, dtype: str = "float32") -> "Bundle":
-    """Load a model bundle from an lmlab run directory (see lmlab.bundle.load)."""
+def load(path_or_name: str, dtype: str = "float32", device: str = "cpu") -> "Bundle":
+    """Load a model bundle from an lmlab run directory, a Hugging Face directory, an ARPA file or a
+    registered name (see lmlab.bundle.load)."""
     from lmlab.bundle import load as load_bundle
 
-    return load_bundle(path, dtype=dtype)
+    return load_bundle(path_or_name, dtype=dtype, device=device)
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from lmlab.errors import LmlabError
+from lmlab.runtime import torch_device
 from lmlab.evaluate import Perplexity, perplexity
 from lmlab.generate import Event, Generation, GenerationConfig, generate, stream
 from lmlab.generate.engine import Prompts
@@ -89,20 +90,22 @@ class Bundle:
         return Score(logprob=-result.loss * result.tokens, tokens=result.tokens, bytes=result.bytes)
 
 
-def load(path_or_name: str | Path, dtype: str = "float32") -> Bundle:
+def load(path_or_name: str | Path, dtype: str = "float32", device: str = "cpu") -> Bundle:
     """Load a ready-to-use model bundle from an lmlab run directory, a Hugging Face model directory,
     an ARPA file or a registered name (the sources are in lmlab/io/sources.py).
 
     `dtype`: "float32" (exact), "bfloat16", or "int8": every Linear layer runs as an int8 matmul
     (int8 weights, activations quantized per row on the fly; the rest stays float32), the fastest
-    on CPUs (a quarter of the weight bytes per token) at a small cost in accuracy.
+    on CPUs (a quarter of the weight bytes per token) at a small cost in accuracy. `device`: where
+    the network runs ("cpu", "cuda", "cuda:1"); a counted model's tables stay on the CPU.
     """
+    where = torch_device(device)
     if dtype not in DTYPES:
         raise LmlabError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}", params=("dtype",))
     loaded = load_source(path_or_name)
     model = loaded.model
     if family_of(model).kind != "counted":  # an n-gram's tables are probabilities, not weights: they stay float32
-        model.to(DTYPES[dtype])
+        model.to(device=where, dtype=DTYPES[dtype])
     model.eval()
     if dtype in QUANTIZERS:
         QUANTIZERS[dtype](model)

@@ -1,4 +1,4 @@
-"""Process-wide settings that make long CPU jobs faster.
+"""Process-wide settings that make long CPU jobs faster, and torch devices by name.
 
 `keep_freed_memory`: glibc's malloc serves every block above 128 KiB with a fresh mmap and gives it
 back to the kernel on free, so a training step that allocates the same large tensors each time
@@ -6,6 +6,9 @@ back to the kernel on free, so a training step that allocates the same large ten
 first write. Raising glibc's mmap and trim thresholds keeps freed blocks in the heap for the next
 step: the PTB LSTM's steps run 1.11x faster with it on the project's 2-core machine
 (`benchmarks/malloc_reuse.py`). Elsewhere (macOS, Windows, musl) it does nothing.
+
+`torch_device("cuda")`: a device name checked against what this machine has (torch is imported
+only when it is called).
 """
 from __future__ import annotations
 
@@ -13,6 +16,10 @@ import ctypes
 import ctypes.util
 import functools
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
@@ -32,3 +39,23 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+
+
+def torch_device(name: str) -> "torch.device":
+    """The torch device called `name` ("cpu", "cuda", "cuda:1", "mps"), checked: a malformed name
+    or a device this machine does not have is an LmlabError that says what to use instead."""
+    import torch
+
+    from lmlab.errors import LmlabError
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise LmlabError(f"device must be cpu, cuda or cuda:N, got {name!r}", params=("device",)) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LmlabError(f"device {name} was asked for, but this machine has no CUDA GPU that torch can use; "
+                         "use device cpu", params=("device",))
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise LmlabError(f"device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)",
+                         params=("device",))
+    return device

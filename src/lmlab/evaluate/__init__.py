@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from lmlab.data import TokenStream
 from lmlab.errors import LmlabError
-from lmlab.models import family_of
+from lmlab.models import device_of, family_of
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,13 @@ def sequential_nll(model: nn.Module, stream: TokenStream, rows: int = 1, chunk: 
     """
     was_training = model.training
     model.eval()
+    device = device_of(model)
     total, count, state = 0.0, 0, None
     for i, (x, y) in enumerate(stream.sequential_batches(rows, chunk)):
         if max_batches is not None and i >= max_batches:
             break
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        x, y = x.to(device), y.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             _, loss, state = model.forward_with_state(x, y, state)
         n = int((y >= 0).sum())
         total += loss.item() * n
@@ -77,11 +79,13 @@ def total_nll(model: nn.Module, stream: TokenStream, context_len: int | None, ba
         return sequential_nll(model, stream, batch_size, context_len or SEQUENTIAL_CHUNK, max_batches, bf16)
     was_training = model.training
     model.eval()
+    device = device_of(model)
     total, count = 0.0, 0
     for i, (x, y) in enumerate(stream.windows(context_len, batch_size)):
         if max_batches is not None and i >= max_batches:
             break
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        x, y = x.to(device), y.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             _, loss = model(x, y)
         total += loss.item() * y.numel()
         count += y.numel()

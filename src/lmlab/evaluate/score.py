@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from lmlab.errors import LmlabError
+from lmlab.models import device_of
 
 BOUNDARY = "\n"
 
@@ -40,7 +41,7 @@ def token_logprobs(model: nn.Module, context: list[int], targets: list[int]) -> 
     while start < len(ids):
         window_start = max(0, start - limit)
         window = ids[window_start: min(len(ids), window_start + limit + 1)]
-        x = torch.tensor(window[:-1])[None]
+        x = torch.tensor(window[:-1], device=device_of(model))[None]
         logits, _ = model(x)
         log_probs = logits[0].float().log_softmax(-1)  # (T, V)
         first = start - window_start - 1  # row that predicts ids[start]

@@ -28,10 +28,11 @@ import torch
 from lmlab.errors import LmlabError
 from lmlab.generate.beam import BeamSearch, Hypothesis
 from lmlab.generate.config import GenerationConfig
-from lmlab.generate.feed import Feed, model_device
+from lmlab.generate.feed import Feed
 from lmlab.generate.processors import build_processors
 from lmlab.generate.strategies import Sampling
 from lmlab.generate.text import CONTEXT_TOKENS, TextStream
+from lmlab.models import device_of
 
 Prompts = str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]]
 
@@ -201,7 +202,7 @@ def stream(model: Any, prompts: Prompts, config: GenerationConfig | None = None,
     eot_id = None if tokenizer is None else tokenizer.eot_id
     stop_ids = tuple(dict.fromkeys([*config.eot_ids, *([] if eot_id is None else [eot_id])]))
     prompts = check_prompts(prompt_ids(tokenizer, prompts), model.config.vocab_size)
-    device = model_device(model)
+    device = device_of(model)
     if config.num_beams > 1:
         strategy: Sampling | BeamSearch = BeamSearch(config, len(prompts), stop_ids, device)
     else:

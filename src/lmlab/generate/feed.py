@@ -15,19 +15,12 @@ Choosing tokens is strategies.py's job; the loop that joins the two is engine.py
 """
 from __future__ import annotations
 
-from itertools import chain
 from typing import Any, Sequence
 
 import torch
 
 from lmlab.errors import LmlabError
-
-
-def model_device(model: Any) -> torch.device:
-    """Where the model's tensors live: its first parameter or buffer (CPU for a model without either)."""
-    for tensor in chain(model.parameters(), model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+from lmlab.models import device_of
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"
@@ -61,7 +54,7 @@ class Feed:
         self.context_len = model.context_len
         if self.context_len is not None and self.context_len < 1:
             raise LmlabError(f"model.context_len must be >= 1 or None, got {self.context_len!r}")
-        device = model_device(model)
+        device = device_of(model)
         prompt_ids, prompt_mask = left_pad(prompts, 0, device)  # (B, T)
         self.prompts, self.prompt_mask = prompt_ids, prompt_mask
         self.prompt_len = prompt_ids.shape[1]

@@ -13,8 +13,10 @@ Training, decoding and files live elsewhere.
 """
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from lmlab.errors import LmlabError
@@ -33,5 +35,13 @@ def build_model(family_name: str, config: dict[str, Any]) -> nn.Module:
     return network(network.config_class.from_dict({**config, **entry.fixed}))
 
 
-__all__ = ["FAMILIES", "KINDS", "PRESETS", "Family", "build_model", "families_of_kind", "family", "family_of",
+def device_of(model: nn.Module) -> torch.device:
+    """Where a model's tensors live: its first parameter's or buffer's device (the CPU for a model
+    with neither). Everything made for the model — batches, masks, caches — is made there."""
+    for tensor in chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+__all__ = ["FAMILIES", "KINDS", "PRESETS", "Family", "build_model", "device_of", "families_of_kind", "family", "family_of",
            "preset_options"]
