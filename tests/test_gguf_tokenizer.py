@@ -334,3 +334,24 @@ def test_bad_files_are_refused(tmp_path):
     fake.write_text("just some text\n" * 10)
     with pytest.raises(LmlabError, match="is not a readable GGUF file"):
         tokenizer_from_gguf(fake)
+
+
+def test_smollm2_saved_and_loaded_keeps_its_end_of_text(smollm2, tmp_path):
+    from lmlab.tokenize import load
+
+    smollm2.save(tmp_path / "tokenizer.json")
+    again = load(tmp_path / "tokenizer.json")
+    assert again.eot_id == smollm2.eot_id != again.special_tokens.get("<|endoftext|>")
+    assert again.encode("<|im_start|>user\n12 + 3<|im_end|>") == smollm2.encode("<|im_start|>user\n12 + 3<|im_end|>")
+
+
+def test_smollm2_encodes_a_text_cut_into_parts_as_the_whole(smollm2):
+    """encode_array cuts long text where pieces end: for SmolLM2's digits-first rule only between
+    two letters, never inside a whitespace run before a digit ("\\n\\n1:1" is one piece of it)."""
+    from lmlab.tokenize.bpe import split_for_encoding
+
+    text = corpus_sample("gutenberg-bible", head_chars=20_000)
+    parts = split_for_encoding(text, target_chars=50, gpt2_pieces=False)
+    assert len(parts) > 100 and "".join(parts) == text
+    assert [i for part in parts for i in smollm2.encode(part)] == smollm2.encode(text)
+    assert smollm2.encode_array(text).tolist() == smollm2.encode(text)

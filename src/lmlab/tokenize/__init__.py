@@ -14,6 +14,7 @@ from lmlab.errors import LmlabError
 from lmlab.tokenize.base import Tokenizer, load
 from lmlab.tokenize.bpe import BPETokenizer
 from lmlab.tokenize.char import CharTokenizer
+from lmlab.tokenize.gguf import SentencePieceTokenizer
 from lmlab.tokenize.gpt2 import GPT2Tokenizer
 from lmlab.tokenize.word import WordTokenizer
 
@@ -22,6 +23,7 @@ __all__ = [
     "BPETokenizer",
     "CharTokenizer",
     "GPT2Tokenizer",
+    "SentencePieceTokenizer",
     "Tokenizer",
     "WordTokenizer",
     "build_tokenizer",

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
+import regex
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -28,6 +29,9 @@ CHUNK_CHARS = 1 << 16  # encode_array hands Hugging Face pieces of about this ma
 # non-whitespace characters. Only ASCII whitespace is trusted; Python's \S never matches a
 # character the Rust regex counts as whitespace.
 _SAFE_CUT = re.compile(r"[\t\n\r ](?=[\t\n\r ]\S)|(?<=\S)\n(?=\S)")
+# For any other pre-tokenizer (SmolLM2's digits first, Llama 3's, Qwen 2's): a space between two
+# letters: the cut goes before the space, where every one of them ends a piece (a letter run stops there).
+_WORD_GAP_CUT = regex.compile(r"(?<=\p{L})(?= \p{L})")
 
 
 @lru_cache(maxsize=1)
@@ -45,24 +49,29 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(sorted(table.items()))
 
 
-def split_for_encoding(text: str, target_chars: int = CHUNK_CHARS) -> list[str]:
-    """Cut `text` into parts of about `target_chars` at places where the GPT-2 regex ends a piece.
+def split_for_encoding(text: str, target_chars: int = CHUNK_CHARS, gpt2_pieces: bool = True) -> list[str]:
+    """Cut `text` into parts of about `target_chars` at places where the pre-tokenizer ends a piece
+    (the GPT-2 regex's places; with `gpt2_pieces=False`, only spaces between two letters).
 
     Encoding the parts separately and concatenating gives exactly the ids of encoding `text`.
 
     >>> split_for_encoding("one\\ntwo  three\\n\\n four", target_chars=1)
     ['one\\n', 'two ', ' three\\n\\n', ' four']
+    >>> split_for_encoding("one\\ntwo  three\\n\\n four", target_chars=1, gpt2_pieces=False)
+    ['one\\ntwo  three\\n\\n four']
     """
+    boundary = _SAFE_CUT if gpt2_pieces else _WORD_GAP_CUT
     parts, start = [], 0
     while start < len(text):
-        cut = _SAFE_CUT.search(text, start + target_chars - 1) if start + target_chars < len(text) else None
+        # a part holds at least one character, also where the boundary is an empty match
+        cut = boundary.search(text, max(start + target_chars - 1, start + 1)) if start + target_chars < len(text) else None
         end = cut.end() if cut else len(text)
         parts.append(text[start:end])
         start = end
     return parts
 
 
-def _valid_unicode(text: str) -> str:
+def valid_unicode(text: str) -> str:
     """Replace lone surrogates (which have no UTF-8 form) by U+FFFD, as tiktoken does."""
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
@@ -94,6 +103,8 @@ class ByteLevelTokenizer(Tokenizer):
         self._eot_id = self._special_tokens.get(EOT) if eot_id is None else eot_id
         if self._eot_id is not None and not 0 <= self._eot_id < len(vocab):
             raise LmlabError(f"the end-of-text id {self._eot_id} is outside the vocabulary of {len(vocab)} tokens")
+        pre_tokenizer = json.loads(hf_tokenizer.to_str()).get("pre_tokenizer") or {}
+        self._gpt2_pieces = pre_tokenizer.get("type") == "ByteLevel" and pre_tokenizer.get("use_regex", True)
 
     @property
     def vocab_size(self) -> int:
@@ -111,16 +122,16 @@ class ByteLevelTokenizer(Tokenizer):
         try:
             return self.hf_tokenizer.encode(text, add_special_tokens=False).ids
         except TypeError:  # Hugging Face rejects lone surrogates
-            return self.hf_tokenizer.encode(_valid_unicode(text), add_special_tokens=False).ids
+            return self.hf_tokenizer.encode(valid_unicode(text), add_special_tokens=False).ids
 
     def encode_array(self, text: str) -> np.ndarray:
         """Encode in parallel: cut where pieces end anyway, then one `encode_batch_fast` call
         (no offsets computed; needs tokenizers >= 0.20)."""
-        parts = split_for_encoding(text)
+        parts = split_for_encoding(text, gpt2_pieces=self._gpt2_pieces)
         try:
             encodings = self.hf_tokenizer.encode_batch_fast(parts, add_special_tokens=False)
         except TypeError:
-            encodings = self.hf_tokenizer.encode_batch_fast([_valid_unicode(p) for p in parts], add_special_tokens=False)
+            encodings = self.hf_tokenizer.encode_batch_fast([valid_unicode(p) for p in parts], add_special_tokens=False)
         arrays = [np.asarray(encoding.ids, dtype=np.uint32) for encoding in encodings]
         return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.uint32)
 
@@ -203,22 +214,26 @@ class BPETokenizer(ByteLevelTokenizer):
         return cls(hf)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"hf_tokenizer": json.loads(self.hf_tokenizer.to_str())}
+        data: dict[str, Any] = {"hf_tokenizer": json.loads(self.hf_tokenizer.to_str())}
+        if self.eot_id != self._special_tokens.get(EOT):  # another model's end-of-text (SmolLM2's <|im_end|>)
+            data["eot_id"] = self.eot_id
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BPETokenizer":
-        if set(data) != {"hf_tokenizer"}:
-            raise LmlabError(f"bpe tokenizer file needs exactly an 'hf_tokenizer' entry, got keys {sorted(data)}; re-save it with lmlab")
+        if "hf_tokenizer" not in data or set(data) - {"hf_tokenizer", "eot_id"}:
+            raise LmlabError(f"bpe tokenizer file needs an 'hf_tokenizer' entry (and optionally 'eot_id'), got keys "
+                             f"{sorted(data)}; re-save it with lmlab")
         try:
             hf = tokenizers.Tokenizer.from_str(json.dumps(data["hf_tokenizer"]))
         except Exception as e:  # the Rust side raises plain Exception on malformed JSON
             raise LmlabError(f"the saved Hugging Face tokenizer is invalid ({e}); retrain it with BPETokenizer.train") from None
-        return cls(hf)
+        return cls(hf, eot_id=data.get("eot_id"))
 
 
 def _training_pieces(text: str | Iterable[str], special_tokens: list[str]) -> Iterator[str]:
     """Training text in parts, with special tokens cut out so no merge learns their spelling."""
     specials = re.compile("|".join(map(re.escape, special_tokens))) if special_tokens else None
     for document in [text] if isinstance(text, str) else text:
-        for part in split_for_encoding(_valid_unicode(document), target_chars=1 << 20):
+        for part in split_for_encoding(valid_unicode(document), target_chars=1 << 20):
             yield from specials.split(part) if specials else [part]

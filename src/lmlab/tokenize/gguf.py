@@ -35,7 +35,7 @@ from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tok
 
 from lmlab.errors import LmlabError
 from lmlab.tokenize.base import Tokenizer
-from lmlab.tokenize.bpe import BPETokenizer, _valid_unicode, bytes_to_unicode
+from lmlab.tokenize.bpe import BPETokenizer, valid_unicode, bytes_to_unicode
 
 # Token types, as llama.cpp numbers them in tokenizer.ggml.token_type.
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -313,7 +313,7 @@ class SentencePieceTokenizer(Tokenizer):
         try:
             return self.hf_tokenizer.encode(text, add_special_tokens=False).ids
         except TypeError:  # Hugging Face rejects lone surrogates
-            return self.hf_tokenizer.encode(_valid_unicode(text), add_special_tokens=False).ids
+            return self.hf_tokenizer.encode(valid_unicode(text), add_special_tokens=False).ids
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         """The bytes of `ids`; a byte token can end in the middle of a UTF-8 character."""
