@@ -93,10 +93,10 @@ def test_attention_matches_reference_for_any_n_kv_head(attention, case, n_kv_hea
     torch.testing.assert_close(out, expanded, atol=1e-6, rtol=0)
 
 
-def mha_copy(attn: Attention, mha: nn.MultiheadAttention) -> None:
+def mha_copy(attn: Attention, mha: nn.MultiheadAttention, cross: bool = False) -> None:
     """Load nn.MultiheadAttention's weights into an lmlab Attention (self or cross)."""
     with torch.no_grad():
-        if attn.causal or hasattr(attn, "qkv"):
+        if not cross:
             attn.qkv.weight.copy_(mha.in_proj_weight)
             attn.qkv.bias.copy_(mha.in_proj_bias)
         else:
@@ -115,7 +115,7 @@ def test_attention_module_matches_multihead_attention(attention, kind):
     torch.manual_seed(0)
     mha = nn.MultiheadAttention(16, 4, batch_first=True).eval()
     attn = Attention(16, 4, attention=attention, causal=kind == "causal-self", cross=kind == "cross").eval()
-    mha_copy(attn, mha)
+    mha_copy(attn, mha, cross=kind == "cross")
     x, memory = randn(2, 5, 16, seed=1), randn(2, 7, 16, seed=2)
     valid = torch.ones(2, 7 if kind == "cross" else 5, dtype=torch.bool)
     if kind != "causal-self":
@@ -169,7 +169,7 @@ def block_like(layer: nn.Module, norm_first: bool, cross: bool, attention: str) 
     for ours, theirs in zip(norms, [layer.norm1, layer.norm2, getattr(layer, "norm3", None)]):
         ours.load_state_dict(theirs.state_dict())
     if cross:
-        mha_copy(block.cross_attn, layer.multihead_attn)
+        mha_copy(block.cross_attn, layer.multihead_attn, cross=True)
     return block
 
 
