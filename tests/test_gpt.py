@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from lmlab.errors import LmlabError
-from lmlab.models.gpt import GPT, GPTConfig, causal_mask, manual_attention, sdpa_attention
+from lmlab.models.gpt import GPT, GPTConfig
+from lmlab.models.layers import causal_mask, manual_attention, sdpa_attention
 
 TINY = dict(vocab_size=50, n_layer=2, n_head=4, d_model=32, context_len=16)
 POSITIONALS = ["learned", "sinusoidal"]
