@@ -11,24 +11,22 @@ with the other attention families; this file only composes them. What is not her
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn as nn
 
 from lmlab.errors import LmlabError
 from lmlab.models.base import softmax_layer
-from lmlab.models.config import config_from_dict
+from lmlab.models.config import ModelConfig
 from lmlab.models.layers import (ACTIVATIONS, ATTENTION, MLP, NORMS, POSITIONS, Attention, Block, KVCache,
                                  LearnedPositions, padded_causal_mask)
 
 
 @dataclass(frozen=True)
-class GPTConfig:
+class GPTConfig(ModelConfig):
     vocab_size: int
     context_len: int = 256
     n_layer: int = 4
@@ -53,13 +51,6 @@ class GPTConfig:
         for name, table in (("positional", POSITIONS), ("activation", ACTIVATIONS), ("attention", ATTENTION)):
             if getattr(self, name) not in table:
                 raise LmlabError(f"{name} must be one of {', '.join(table)}, got {getattr(self, name)!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GPTConfig":
-        return config_from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def gpt_block(config: GPTConfig, layer: int) -> Block:
