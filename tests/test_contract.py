@@ -16,6 +16,7 @@ from lmlab.models import FAMILIES, build_model, families_of_kind
 VOCAB = 40
 CONFIGS = {
     "gpt": dict(n_layer=1, n_head=2, d_model=16, context_len=16),
+    "llama": dict(n_layer=2, n_head=4, n_kv_head=2, d_model=16, d_hidden=24, context_len=16),
     "nplm": dict(order=4, d_embed=8, hidden=16, direct=True),
     "rnn": dict(d_embed=8, hidden=16, layers=2),
     "lstm": dict(d_embed=8, hidden=16, layers=2),

@@ -22,7 +22,7 @@ from lmlab.errors import LmlabError
 from lmlab.models.base import softmax_layer
 from lmlab.models.config import ModelConfig
 from lmlab.models.layers import (ACTIVATIONS, ATTENTION, MLP, NORMS, POSITIONS, Attention, Block, KVCache,
-                                 LearnedPositions, padded_causal_mask)
+                                 LearnedPositions, positions_and_mask)
 
 
 @dataclass(frozen=True)
@@ -101,14 +101,7 @@ class GPT(nn.Module):
         start = cache.length if cache is not None else 0
         if start + T > self.context_len:
             raise LmlabError(f"sequence of {start + T} tokens exceeds context_len {self.context_len}")
-        mask = None
-        if cache is not None and (padding_mask is not None or cache.valid is not None):
-            if padding_mask is None:
-                padding_mask = torch.ones(B, T, dtype=torch.bool, device=ids.device)
-            positions = cache.track_padding(padding_mask.bool())  # (B, T)
-            mask = padded_causal_mask(cache.valid[:, :start + T], T)  # (B, 1, T, Tk)
-        else:
-            positions = torch.arange(start, start + T, device=ids.device)  # (T,)
+        positions, mask = positions_and_mask(ids, cache, padding_mask)  # (T,) or (B, T); None or (B, 1, T, Tk)
         x = self.drop(self.tok_emb(ids) + self.pos_emb(positions))  # (B, T, C)
         maps = []
         for block in self.blocks:

@@ -163,6 +163,23 @@ class KVCache:
         self.next_position: torch.Tensor | None = None
         self.spare: tuple[torch.Tensor, torch.Tensor] | None = None  # reorder's target, allocated on first use
 
+    def reserve(self, length: int) -> None:
+        """Make room for `length` positions, growing the buffers (to at least twice their size, so a
+        long generation reallocates only a few times): a model with a long context need not hold
+        its whole context from the first token."""
+        capacity = self.keys.size(3)
+        if length <= capacity:
+            return
+        grown = max(length, 2 * capacity)
+        shape = (*self.keys.shape[:3], grown, self.keys.size(4))
+        for name in ("keys", "values"):
+            old, new = getattr(self, name), self.keys.new_empty(shape)
+            new[:, :, :, :self.length] = old[:, :, :, :self.length]
+            setattr(self, name, new)
+        if self.valid is not None:
+            self.valid = torch.cat([self.valid, self.valid.new_ones(self.valid.size(0), grown - capacity)], dim=1)
+        self.spare = None
+
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, H_kv, T_new, D) after the filled part; return all keys/values so far."""
         start, end = self.length, self.length + k.size(2)
@@ -200,6 +217,26 @@ class KVCache:
             self.valid = self.valid.index_select(0, index)
             self.next_position = self.next_position.index_select(0, index)
         return self
+
+
+def positions_and_mask(ids: torch.Tensor, cache: KVCache | None, padding: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The position ids and the attention mask of new tokens ids (B, T) in a causal stack.
+
+    Without padding (now or earlier in `cache`): positions (T,) continue the cache and the mask is
+    None (plain causal). With padding (`padding` (B, T) False at padding, or a cache that has seen
+    some): positions (B, T) count each row's real tokens and the mask (B, 1, T, Tk) hides padding.
+    """
+    T = ids.size(1)
+    start = cache.length if cache is not None else 0
+    if cache is not None and (padding is not None or cache.valid is not None):
+        if padding is None:
+            padding = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
+        positions = cache.track_padding(padding.bool())  # (B, T)
+        return positions, padded_causal_mask(cache.valid[:, :start + T], T)  # (B, 1, T, Tk)
+    if padding is not None:
+        return positions_from_padding(padding), padded_causal_mask(padding.bool(), T)
+    return torch.arange(start, start + T, device=ids.device), None  # (T,)
 
 
 class Attention(nn.Module):

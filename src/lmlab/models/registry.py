@@ -6,7 +6,7 @@ lmlab/models holding its network and config, plus one `Family` entry below; the 
 (tests/test_contract.py) then run on it, and fail until it has a tiny configuration there.
 
 Kinds (DESIGN.md "Kinds of model"):
-- causal: predicts the next token from the ones before (gpt, rnn/lstm/gru, nplm);
+- causal: predicts the next token from the ones before (gpt, llama, rnn/lstm/gru, nplm);
 - counted: the same contract, estimated by counting instead of gradients (ngram);
 - conditional: predicts target tokens given a source it encodes first (seq2seq, transformer);
 - encoder: masked-LM scoring and embeddings, no generation (bert);
@@ -105,6 +105,14 @@ FAMILIES: Mapping[str, Family] = MappingProxyType({family.name: family for famil
                "gpt2": dict(n_layer=12, n_head=12, d_model=768, context_len=1024, activation="gelu_tanh"),
            },
            default_preset="gpt-micro"),
+    Family("llama", kind="causal", trains_on="windows", network_path="lmlab.models.llama:Llama",
+           presets={
+               "llama-micro": dict(n_layer=4, n_head=4, n_kv_head=2, d_model=128, context_len=256),
+               "llama-small": dict(n_layer=8, n_head=8, n_kv_head=4, d_model=384, context_len=512),
+               "smollm2-135m": dict(n_layer=30, n_head=9, n_kv_head=3, d_model=576, d_hidden=1536,
+                                    context_len=8192, rope_theta=100000.0, tie_embeddings=True),
+           },
+           default_preset="llama-micro"),
     Family("nplm", kind="causal", trains_on="streams", network_path="lmlab.models.nplm:NPLM",
            presets={
                "nplm-bengio": dict(order=5, d_embed=30, hidden=100, direct=True),  # the paper's Brown-corpus nets

@@ -7,7 +7,8 @@ same way. What is where:
 - files.py: recognise a directory, its checked config.json, the shard index, safetensors in and out;
 - convert.py: the `Converter` record and the two directions, driven by the lmlab model's own state_dict;
 - tokenizer.py: the tokenizer found beside the weights, and written beside them on export;
-- gpt2.py: GPT-2 <-> lmlab GPT (the config mapping and the module rename table).
+- gpt2.py: GPT-2 <-> lmlab GPT (the config mapping and the module rename table);
+- llama.py: Llama <-> lmlab Llama (the same, with q, k and v fused into one projection).
 A new model_type is one file like gpt2.py and one entry in `CONVERTERS` (and in `EXPORTS` if lmlab
 runs of its family should export to it). Loading a directory as a whole is io/sources.py's job.
 """
@@ -20,13 +21,15 @@ from lmlab.errors import LmlabError
 from lmlab.io.hf.convert import Converter, Fused, build_loaded, expected_tensors, hf_directory, read_with, write_with
 from lmlab.io.hf.files import HF_CONFIG_FILE, HF_WEIGHTS_FILE, is_hf_model_dir, read_hf_config, write_hf_files
 from lmlab.io.hf.gpt2 import GPT2, read_hf_gpt2, write_hf_gpt2
+from lmlab.io.hf.llama import LLAMA
 from lmlab.io.hf.tokenizer import LMLAB_TOKENIZER_IN_HF_DIR, hf_eos_id, read_hf_tokenizer, write_hf_tokenizer
 
 CONVERTERS: Mapping[str, Converter] = MappingProxyType({converter.model_type: converter for converter in (
     GPT2,
+    LLAMA,
 )})
 # lmlab family -> the Hugging Face format its runs export to.
-EXPORTS: Mapping[str, Converter] = MappingProxyType({"gpt": GPT2})
+EXPORTS: Mapping[str, Converter] = MappingProxyType({"gpt": GPT2, "llama": LLAMA})
 
 
 def converter_for(hf_config: Mapping[str, Any], source: object) -> Converter:
@@ -50,7 +53,7 @@ def export_converter(family: str, source: object) -> Converter:
     return EXPORTS[family]
 
 
-__all__ = ["CONVERTERS", "EXPORTS", "GPT2", "HF_CONFIG_FILE", "HF_WEIGHTS_FILE", "LMLAB_TOKENIZER_IN_HF_DIR",
+__all__ = ["CONVERTERS", "EXPORTS", "GPT2", "LLAMA", "HF_CONFIG_FILE", "HF_WEIGHTS_FILE", "LMLAB_TOKENIZER_IN_HF_DIR",
            "Converter", "Fused", "build_loaded", "converter_for", "expected_tensors", "export_converter",
            "hf_directory", "hf_eos_id", "is_hf_model_dir", "read_hf_config", "read_hf_gpt2", "read_hf_tokenizer",
            "read_with", "write_hf_files", "write_hf_gpt2", "write_hf_tokenizer", "write_with"]
