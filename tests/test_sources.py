@@ -170,8 +170,8 @@ def test_a_damaged_huggingface_config_is_one_line(files, tmp_path):
 
 
 def test_an_unknown_model_type_is_named_with_the_supported_ones(files, tmp_path):
-    message = str(one_line_error(lmlab.load, copy_hf(files, tmp_path, model_type="llama")))
-    assert "model_type 'llama', which lmlab does not read; it reads 'gpt2'" in message
+    message = str(one_line_error(lmlab.load, copy_hf(files, tmp_path, model_type="mamba")))
+    assert "model_type 'mamba', which lmlab does not read; it reads 'gpt2', 'llama'" in message
 
 
 # --- the converter table ----------------------------------------------------------------------------
