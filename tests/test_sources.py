@@ -256,8 +256,8 @@ def test_export_hf_loads_back_with_the_same_logits(files, tmp_path):
 
 
 def test_which_runs_export_to_which_format_comes_from_the_tables(files, tmp_path):
-    assert set(EXPORTS) == {"gpt"}
-    assert "only gpt runs export to Hugging Face" in str(one_line_error(export_hf, files["ngram"], tmp_path / "a"))
+    assert set(EXPORTS) == {"gpt", "llama"}
+    assert "only gpt, llama runs export to Hugging Face" in str(one_line_error(export_hf, files["ngram"], tmp_path / "a"))
     assert not (tmp_path / "a").exists()
     assert "only counted models (ngram) export to ARPA" in str(one_line_error(export_arpa, files["run"],
                                                                                 tmp_path / "m.arpa"))
