@@ -172,7 +172,7 @@ BAD_INPUT = {
     "missing data file": (["train", "--data", "nope.txt", "--out", "r1"], "nope.txt"),
     "empty corpus": (["train", "--data", "empty.txt", "--out", "r2"], "empty"),
     "unknown preset": (["train", "--data", "corpus.txt", "--preset", "gpt-huge", "--out", "r3"], "gpt-huge"),
-    "top-p above 1": (["generate", "RUN", "--top-p", "1.5"], "top_p"),
+    "top-p above 1": (["generate", "RUN", "--top-p", "1.5"], "--top-p must be"),
     "newer format version": (["eval", "NEWER", "--json"], "upgrade"),
     "nonexistent run directory": (["generate", "no_such_run", "--max-new-tokens", "2"], "no_such_run"),
 }
