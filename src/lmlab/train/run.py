@@ -278,9 +278,9 @@ def _check_unchanged(run_dir: Path, config: dict[str, Any], *, data: str | None,
     differences: list[tuple[str, str, str]] = []  # (what, the value given, the run's)
     params: list[str] = []
 
-    def compare(what: str, given: Any, own: Any, *names: str) -> None:
+    def compare(what: str, given: Any, own: Any, *names: str, source: str = "") -> None:
         if given != own:
-            differences.append((what, _shown(given), _shown(own)))
+            differences.append((what, _shown(given) + source, _shown(own)))
             params.extend(names)
 
     recorded = config["data"]
@@ -299,7 +299,7 @@ def _check_unchanged(run_dir: Path, config: dict[str, Any], *, data: str | None,
         own_options = config["model"]["config"]
         for name, value in preset_options(own_family, preset).items() if preset is not None else ():
             if name not in model_options:
-                compare(f"{name} (preset {preset})", value, own_options.get(name), name, "preset")
+                compare(name, value, own_options.get(name), name, "preset", source=f" (from preset {preset})")
         for name, value in model_options.items():
             compare(name, value, own_options.get(name), name)
     own_tokenizer = config["tokenizer"]
