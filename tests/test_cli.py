@@ -172,7 +172,7 @@ BAD_INPUT = {
     "missing data file": (["train", "--data", "nope.txt", "--out", "r1"], "nope.txt"),
     "empty corpus": (["train", "--data", "empty.txt", "--out", "r2"], "empty"),
     "unknown preset": (["train", "--data", "corpus.txt", "--preset", "gpt-huge", "--out", "r3"], "gpt-huge"),
-    "top-p above 1": (["generate", "RUN", "--top-p", "1.5"], "top_p"),
+    "top-p above 1": (["generate", "RUN", "--top-p", "1.5"], "--top-p must be"),
     "newer format version": (["eval", "NEWER", "--json"], "upgrade"),
     "nonexistent run directory": (["generate", "no_such_run", "--max-new-tokens", "2"], "no_such_run"),
 }
@@ -275,6 +275,52 @@ def test_resume_refuses_what_would_lose_training(trained, tmp_path: Path, capsys
     (run / "train_state.safetensors").unlink()
     assert "trained for 20 steps" in error_of(capsys, "train", "--out", str(run), "--resume", "--max-steps", "30")
     assert (run / "model.safetensors").read_bytes() == weights
+
+
+def test_resume_accepts_the_command_that_started_the_run(trained, tmp_path: Path, monkeypatch, capsys):
+    """The same `lmlab train ...` with --resume added continues the run; --max-steps may change."""
+    run = copy_run(trained, tmp_path)
+    monkeypatch.chdir(trained[0].parent)  # where the run was started: corpus.txt is here
+    again = ["train", "--data", "corpus.txt", "--out", str(run), *TRAIN_ARGS, "--resume", "--quiet", "--json"]
+    capsys.readouterr()
+    assert main(again) == 0
+    assert one_json_object(capsys.readouterr().out)["steps"] == 20
+    assert main([*again, "--max-steps", "22", "--tokenizer", "char", "--model", "gpt"]) == 0  # the last --max-steps wins
+    assert one_json_object(capsys.readouterr().out)["steps"] == 22
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--d-model", "64"], "error: --d-model 64 differs from this run's 32; --resume continues a run with its own "
+                          "settings: only --max-steps or --epochs may change"),
+    (["--lr", "0.01", "--n-head", "4"], "error: --n-head 4 differs from this run's 2, --lr 0.01 from its 0.001;"),
+    (["--tokenizer", "word"], "error: --tokenizer word differs from this run's char;"),
+    (["--data", "other.txt"], "error: the training text "),
+    (["--preset", "gpt-small"], "error: --n-layer 6 (from --preset gpt-small) differs from this run's 1, --n-head 6 "
+                                "(from --preset gpt-small) from its 2,"),
+    (["--order", "3"], "error: --order does not apply to --model gpt"),
+    (["--lowercase"], "error: --lowercase is only for --tokenizer word (got --tokenizer char)"),
+])
+def test_resume_refuses_a_changed_setting_naming_it(trained, tmp_path: Path, monkeypatch, capsys, change, message):
+    run = copy_run(trained, tmp_path)
+    monkeypatch.chdir(trained[0].parent)
+    before = [(run / name).read_bytes() for name in ("config.json", "model.safetensors")]
+    started = [] if "--preset" in change else ["--data", "corpus.txt", *TRAIN_ARGS]  # (given sizes win over a preset)
+    args = ["train", *started, "--out", str(run), "--resume", "--quiet", *change]
+    assert error_of(capsys, *args).startswith(message)
+    assert [(run / name).read_bytes() for name in ("config.json", "model.safetensors")] == before
+
+
+def test_resume_compares_word_tokenizer_options(tmp_path: Path, capsys, tiny_text: str):
+    (tmp_path / "corpus.txt").write_text(tiny_text, encoding="utf-8")
+    args = ["train", "--model", "ngram", "--order", "2", "--data", str(tmp_path / "corpus.txt"), "--tokenizer", "word",
+            "--word-split", "space", "--lowercase", "--min-freq", "2", "--out", str(tmp_path / "run"), "--quiet"]
+    assert main(args) == 0
+    assert main([*args, "--resume"]) == 0
+    assert main(["train", "--out", str(tmp_path / "run"), "--resume", "--quiet", "--no-eos-per-line"]) == 2
+    assert "--no-eos-per-line false differs from this run's true" in capsys.readouterr().err
+    assert "--min-freq 3 differs from this run's 2" in error_of(capsys, *args, "--resume", "--min-freq", "3")
+    assert "--vocab-size 50 differs from this run's (not set)" in error_of(capsys, *args, "--resume",
+                                                                          "--vocab-size", "50")
 
 
 def test_resume_removes_temporaries_a_kill_left(trained, tmp_path: Path, capsys):

@@ -17,7 +17,7 @@ LAYERS = [
     ["io"],
     ["generate"],
     ["train", "evaluate", "embed", "viz"],
-    ["bundle", "compare", "cli", "serve", "__init__", "__main__"],
+    ["bundle", "compare", "chat", "cli", "serve", "__init__", "__main__"],
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 

@@ -19,7 +19,6 @@ from lmlab.runtime import torch_device
 from lmlab.evaluate import Perplexity, perplexity
 from lmlab.generate import Event, Generation, GenerationConfig, generate, stream
 from lmlab.generate.engine import Prompts
-from lmlab.io.export import export_arpa, export_hf  # noqa: F401 (the CLI's export command still imports them from here)
 from lmlab.io.sources import load_source
 from lmlab.models import Family, family_of
 from lmlab.models.quantize import quantize_int8

@@ -40,7 +40,7 @@ class LlamaConfig(ModelConfig):
     d_hidden: int | None = None  # SwiGLU's width (intermediate_size); None: 8/3 d_model up to a multiple of 64
     head_dim: int | None = None  # None: d_model // n_head
     rope_theta: float = 10000.0
-    rope_scaling: dict[str, Any] | None = field(default=None, hash=False)  # Hugging Face's dict: linear, llama3
+    rope_scaling: dict[str, Any] | None = field(default=None, hash=False, metadata={"cli": False})  # HF dict: linear, llama3
     norm_eps: float = 1e-5  # rms_norm_eps
     attention_bias: bool = False  # biases on the q, k, v and output projections
     mlp_bias: bool = False

@@ -1,7 +1,10 @@
 """Setting up and resuming a training run: corpus -> tokenizer -> token cache -> model -> `fit`.
 
-`train(...)` is the one importable entry point (the CLI's `lmlab train` is a thin wrapper). The run
-directory layout is DESIGN.md "Files on disk"; the loop itself is train/trainer.py.
+`train(...)` is the one importable entry point (the CLI's `lmlab train` is a thin wrapper that
+passes only the options it was given). It takes the same arguments to start a run and to resume
+one: on resume, every setting given must equal the run's own (config.json), and only max_steps or
+epochs may change. `model_defaults` says which model options a family takes and what a new run
+gets for each. The run directory layout is DESIGN.md "Files on disk"; the loop is train/trainer.py.
 """
 from __future__ import annotations
 
@@ -19,11 +22,15 @@ from lmlab.atomic import check_new_folder, remove_stale_temporaries
 from lmlab.io.checkpoint import (MODEL_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, checkpoint_step, read_run_config,
                                  write_run_config)
 from lmlab.models import build_model, family, family_of, preset_options
-from lmlab.tokenize import build_tokenizer
+from lmlab.tokenize import TOKENIZERS, build_tokenizer, check_options
 from lmlab.tokenize import load as load_tokenizer
 from lmlab.train.trainer import FitResult, TrainConfig, fit, fit_counts, steps_for_epochs
 
 CACHE_DIR = "cache"
+DEFAULT_MODEL = "gpt"  # what a new run trains when `model` is not given
+DEFAULT_TOKENIZER = "char"
+DEFAULT_VAL_FRACTION = 0.1
+RESUMABLE = ("max_steps", "epochs")  # the only training options a resumed run may change
 
 
 @dataclass
@@ -37,12 +44,43 @@ class RunResult:
     parameters: int
 
 
-def model_options(family_name: str, preset: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The preset's values (or the family's default preset's), then explicit overrides (None means
-    "not given")."""
+def model_defaults(family_name: str) -> dict[str, Any]:
+    """The model options a run of `family_name` may set, each with what a new run gets when it is
+    not given: the family's default preset's value, else its config's default. Options the family
+    fixes (lstm: cell) or takes from the tokenizer (vocab_size) are not among them.
+
+    >>> model_defaults("gpt")["context_len"], model_defaults("lstm")["hidden"], "cell" in model_defaults("lstm")
+    (64, 200, False)
+    """
+    entry = family(family_name)
+    not_set = {"vocab_size", *entry.fixed, *entry.from_tokenizer}
+    defaults = {spec.name: spec.default for spec in dataclasses.fields(entry.config_class())
+                if spec.default is not dataclasses.MISSING and spec.name not in not_set
+                and spec.metadata.get("cli", True)}  # a dict-valued option (rope_scaling) has no flag
+    defaults.update(preset_options(family_name, None))
+    return defaults
+
+
+def model_options(family_name: str, preset: str | None, given: dict[str, Any]) -> dict[str, Any]:
+    """The options a new run's model is built with: `preset`'s values (or the family's default
+    preset's), then the options `given`, which must be ones the family takes."""
+    _check_model_options(family_name, given)
     options = preset_options(family_name, preset)
-    options.update({k: v for k, v in overrides.items() if v is not None})
+    options.update(given)
+    smoothing = {**model_defaults(family_name), **options}.get("smoothing")
+    if "k" in given and smoothing != "add-k":  # NGramConfig cannot tell a given k from its default
+        raise LmlabError(f"k is the pseudo-count of smoothing add-k (got smoothing {smoothing})",
+                         params=("k", "smoothing"))
     return options
+
+
+def _check_model_options(family_name: str, given: dict[str, Any]) -> None:
+    """Model options must be ones the family has (`order` means nothing to a GPT)."""
+    takes = model_defaults(family_name)
+    wrong = [name for name in given if name not in takes]
+    if wrong:
+        raise LmlabError(f"{', '.join(wrong)} {'does' if len(wrong) == 1 else 'do'} not apply to model {family_name}, "
+                         f"which takes {', '.join(takes)}", params=(*wrong, "model", *takes))
 
 
 def _digest(text: str) -> str:
@@ -119,10 +157,10 @@ def check_lengths(train_stream: TokenStream, val_stream: TokenStream, context_le
             raise LmlabError(f"only {len(train_stream)} token(s) of training data: nothing to predict; use more text")
     elif len(train_stream) < context_len + 1:
         raise LmlabError(f"only {len(train_stream)} tokens of training data, fewer than context_len + 1 = "
-                         f"{context_len + 1}; use more text or a smaller --context-len")
+                         f"{context_len + 1}; use more text or a smaller context_len", params=("context_len",))
     if len(val_stream) < 2:
         raise LmlabError(f"the validation split has only {len(val_stream)} token(s); use more text, "
-                         f"or give --val-data")
+                         f"or give val_data", params=("val_data",))
 
 
 def validation_split(run_dir: Path, config: dict[str, Any], tokenizer: Any) -> tuple[TokenStream, int]:
@@ -131,46 +169,62 @@ def validation_split(run_dir: Path, config: dict[str, Any], tokenizer: Any) -> t
     return val_stream, config["data"]["val_bytes"]
 
 
-def train(data: str | None = None, *, out: str | Path, model: str = "gpt", tokenizer: str = "char",
-          preset: str | None = None, val_data: str | None = None, val_fraction: float = 0.1,
+def train(data: str | None = None, *, out: str | Path, model: str | None = None, tokenizer: str | None = None,
+          preset: str | None = None, val_data: str | None = None, val_fraction: float | None = None,
           model_overrides: dict[str, Any] | None = None, train_overrides: dict[str, Any] | None = None,
           tokenizer_options: dict[str, Any] | None = None, resume: bool = False,
           progress: bool = True) -> RunResult:
     """Train a model on `data` (a file or folder; default: Tiny Shakespeare) into run directory `out`.
 
-    With `resume=True`, continue the run in `out` from its last checkpoint with its saved settings
-    (only `max_steps` or `epochs` may be raised); the losses match an uninterrupted run exactly on CPU.
+    `model` is a family (default gpt) and `preset` one of its sizes (default: the family's own);
+    `model_overrides` and `train_overrides` change single options (None means "not given"), and
     `train_overrides` may give `epochs` instead of `max_steps`: the run then takes as many steps as
-    that many passes over the training data need. With the word tokenizer, every line end is an
-    `<eos>` token the model predicts (`eos_per_line`, the PTB / WikiText convention) unless
-    `tokenizer_options` says otherwise.
+    that many passes over the training data need. `tokenizer` is a name (default char) or a saved
+    tokenizer file. With the word tokenizer, every line end is an `<eos>` token the model predicts
+    (`eos_per_line`, the PTB / WikiText convention) unless `tokenizer_options` says otherwise.
+    The last `val_fraction` (default 0.1) of the text is validation unless `val_data` is given.
+
+    With `resume=True`, continue the run in `out` from its last checkpoint; the losses match an
+    uninterrupted run exactly on CPU. Every other argument may be given again as the run was
+    started (so the same command works with resume added), but only `max_steps` or `epochs` may
+    change: a setting that differs from the run's own is an error that names it.
     """
     run_dir = Path(out)
-    if resume:
-        return _resume(run_dir, train_overrides or {}, progress)
-    if (run_dir / "config.json").exists():
-        raise LmlabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    check_new_folder(run_dir)  # a new run goes only into a new or empty folder
-    entry = family(model)
-    train_given = {k: v for k, v in (train_overrides or {}).items() if v is not None}
-    if "epochs" in train_given and "max_steps" in train_given:
+    given_model = {k: v for k, v in (model_overrides or {}).items() if v is not None}
+    given_train = {k: v for k, v in (train_overrides or {}).items() if v is not None}
+    given_tokenizer = {k: v for k, v in (tokenizer_options or {}).items() if v is not None}
+    if "epochs" in given_train and "max_steps" in given_train:
         raise LmlabError("give epochs or max_steps, not both", params=("epochs", "max_steps"))
-    train_config = TrainConfig.from_dict(train_given)
-    options = model_options(model, preset, model_overrides or {})
-    train_text, val_text = _load_split(data, val_data, val_fraction)
-    tokenizer_options = dict(tokenizer_options or {})
+    if resume:
+        config = read_run_config(run_dir)  # a run killed before its first checkpoint starts over from step 0
+        TrainConfig.from_dict({**config["train"], **given_train})  # bad values first, in their own words
+        _check_unchanged(run_dir, config, data=data, val_data=val_data, val_fraction=val_fraction, model=model,
+                         preset=preset, model_options=given_model, tokenizer=tokenizer,
+                         tokenizer_options=given_tokenizer, train_options=given_train)
+        return _resume(run_dir, config, {k: v for k, v in given_train.items() if k in RESUMABLE}, progress)
+    if (run_dir / "config.json").exists():
+        raise LmlabError(f"{run_dir} already holds a run; continue it with resume, or train into another folder",
+                         params=("resume",))
+    check_new_folder(run_dir)  # a new run goes only into a new or empty folder
+    model, tokenizer = model or DEFAULT_MODEL, tokenizer or DEFAULT_TOKENIZER
+    val_fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
+    entry = family(model)
+    train_config = TrainConfig.from_dict(given_train)
+    options = model_options(model, preset, given_model)
     if tokenizer == "word":
-        tokenizer_options.setdefault("eos_per_line", True)
-    tok = build_tokenizer(tokenizer, train_text, **tokenizer_options)
+        given_tokenizer.setdefault("eos_per_line", True)
+    check_options(tokenizer, given_tokenizer)  # before the corpus is read
+    train_text, val_text = _load_split(data, val_data, val_fraction)
+    tok = build_tokenizer(tokenizer, train_text, **given_tokenizer)
     options["vocab_size"] = tok.vocab_size
     for name, token in entry.from_tokenizer.items():
         options.setdefault(name, tok.special_tokens.get(token))
     torch.manual_seed(train_config.seed)
     net = _build(model, options)  # validates the model options before anything is written
     counted = entry.trains_on == "counts"
-    if counted and train_given:
+    if counted and given_train:
         raise LmlabError(f"model {model} is counted in one pass, not trained by steps: drop the training options "
-                         f"({', '.join(sorted(train_given))})", params=("model", *sorted(train_given)))
+                         f"({', '.join(sorted(given_train))})", params=("model", *sorted(given_train)))
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -187,7 +241,7 @@ def train(data: str | None = None, *, out: str | Path, model: str = "gpt", token
     tok.save(run_dir / TOKENIZER_FILE)
     config = {
         "model": {"family": model, "config": net.config.to_dict(), "parameters": net.num_parameters()},
-        "tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size},
+        "tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size, "options": given_tokenizer},
         "train": train_config.to_dict(),
         "data": {"path": None if data is None else str(Path(data).resolve()),
                  "val_path": None if val_data is None else str(Path(val_data).resolve()),
@@ -211,23 +265,82 @@ def _build(family: str, options: dict[str, Any]) -> torch.nn.Module:
                          "use smaller sizes") from None
 
 
-def _resume(run_dir: Path, train_overrides: dict[str, Any], progress: bool) -> RunResult:
-    config = read_run_config(run_dir)  # a run killed before its first checkpoint starts over from step 0
-    changes = {k: v for k, v in train_overrides.items() if v is not None}
-    if set(changes) - {"max_steps", "epochs"}:
-        raise LmlabError(f"--resume continues with the run's own settings; only --max-steps or --epochs may change "
-                         f"(got {', '.join(sorted(set(changes) - {'max_steps', 'epochs'}))})")
-    if len(changes) > 1:
-        raise LmlabError("give --epochs or --max-steps, not both")
+def _shown(value: Any) -> str:
+    """A setting's value as a message shows it: JSON's true / false, text without quotes."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _check_unchanged(run_dir: Path, config: dict[str, Any], *, data: str | None, val_data: str | None,
+                     val_fraction: float | None, model: str | None, preset: str | None,
+                     model_options: dict[str, Any], tokenizer: str | None, tokenizer_options: dict[str, Any],
+                     train_options: dict[str, Any]) -> None:
+    """Refuse to resume with a setting that differs from the run's own (config.json), naming each;
+    settings given with the run's own values are fine, so the command that started a run resumes it."""
+    differences: list[tuple[str, str, str]] = []  # (what, the value given, the run's)
+    params: list[str] = []
+
+    def compare(what: str, given: Any, own: Any, *names: str, source: str = "") -> None:
+        if given != own:
+            differences.append((what, _shown(given) + source, _shown(own)))
+            params.extend(names)
+
+    recorded = config["data"]
+    if data is not None:
+        compare("the training text", str(Path(data).resolve()), recorded["path"] or str(default_corpus_path()))
+    if val_data is not None:
+        compare("the validation text", str(Path(val_data).resolve()),
+                recorded["val_path"] or f"(none: the last {recorded['val_fraction']:.0%} of the training text)")
+    if val_fraction is not None:
+        compare("val_fraction", val_fraction, recorded["val_fraction"], "val_fraction")
+    own_family = config["model"]["family"]
+    if model is not None:
+        compare("model", model, own_family, "model")
+    if model in (None, own_family):
+        _check_model_options(own_family, model_options)
+        own_options = config["model"]["config"]
+        for name, value in preset_options(own_family, preset).items() if preset is not None else ():
+            if name not in model_options:
+                compare(name, value, own_options.get(name), name, "preset", source=f" (from preset {preset})")
+        for name, value in model_options.items():
+            compare(name, value, own_options.get(name), name)
+    own_tokenizer = config["tokenizer"]
+    if tokenizer in TOKENIZERS:
+        compare("tokenizer", tokenizer, own_tokenizer["kind"], "tokenizer")
+    elif tokenizer is not None:  # a saved tokenizer file: the same tokenizer, or another one
+        saved, own = load_tokenizer(Path(tokenizer)), load_tokenizer(run_dir / TOKENIZER_FILE)
+        if (saved.kind, saved.to_dict()) != (own.kind, own.to_dict()):
+            compare("the saved tokenizer", tokenizer, run_dir / TOKENIZER_FILE)
+    if tokenizer_options and tokenizer not in (None, *TOKENIZERS):
+        check_options(tokenizer, tokenizer_options)  # a saved tokenizer takes no options
+    if tokenizer_options and tokenizer in (None, own_tokenizer["kind"]):
+        check_options(own_tokenizer["kind"], tokenizer_options)
+        in_file = load_tokenizer(run_dir / TOKENIZER_FILE).to_dict()  # what the tokenizer does, whatever was asked
+        asked = own_tokenizer.get("options")  # None in runs from before options were recorded
+        for name, value in tokenizer_options.items():
+            own = in_file.get(name, "(not recorded)" if asked is None else asked.get(name, "(not set)"))
+            compare(name, value, own, name)
+    for name, value in train_options.items():
+        if name not in RESUMABLE:
+            compare(name, value, config["train"].get(name), name)
+    if differences:
+        (what, given, own), *more = differences
+        listed = ", ".join([f"{what} {given} differs from this run's {own}",
+                            *(f"{what} {given} from its {own}" for what, given, own in more)])
+        raise LmlabError(f"{listed}; resume continues a run with its own settings: only max_steps or epochs "
+                         "may change", params=(*dict.fromkeys(params), "resume", *RESUMABLE))
+
+
+def _resume(run_dir: Path, config: dict[str, Any], changes: dict[str, Any], progress: bool) -> RunResult:
+    """Continue the run in `run_dir` (its checked `config`), with a new max_steps or epochs in `changes`."""
     if "max_steps" in changes:
-        changes["epochs"] = None  # the step count now comes from --max-steps
+        changes["epochs"] = None  # the step count now comes from max_steps
     train_config = dataclasses.replace(TrainConfig.from_dict(config["train"]), **changes)
     tok = load_tokenizer(run_dir / TOKENIZER_FILE)
     torch.manual_seed(train_config.seed)  # the same initial weights as a fresh run, if no checkpoint exists
     net = _build(config["model"]["family"], config["model"]["config"])
     remove_stale_temporaries(run_dir)  # left by a kill in the middle of an atomic write
     train_stream, val_stream = _token_caches(run_dir, config, tok)
-    if "epochs" in changes and changes["epochs"] is not None:
+    if changes.get("epochs") is not None:
         train_config = dataclasses.replace(
             train_config, max_steps=steps_for_epochs(net, train_stream, train_config, train_config.epochs))
     counted = family_of(net).trains_on == "counts"
@@ -252,10 +365,10 @@ def _check_resumable(run_dir: Path, max_steps: int) -> None:
     if state_step is None and model_step:
         raise LmlabError(f"{run_dir} has weights trained for {model_step} steps but no {TRAIN_STATE_FILE} "
                          "(optimizer and data position), so it cannot continue; it still loads for eval and "
-                         "generate, or train a new run with another --out")
+                         "generate, or train a new run into another folder")
     if state_step is not None and max_steps < state_step:
-        raise LmlabError(f"{run_dir} has already trained for {state_step} steps; --max-steps can only be raised "
-                         f"(give {state_step} or more)")
+        raise LmlabError(f"{run_dir} has already trained for {state_step} steps; max_steps can only be raised "
+                         f"(give {state_step} or more)", params=("max_steps",))
 
 
 def _finish(run_dir: Path, net: torch.nn.Module, result: FitResult) -> RunResult:

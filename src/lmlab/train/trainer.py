@@ -19,7 +19,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from lmlab.errors import LmlabError
 from lmlab.evaluate import mean_loss
 from lmlab.io.checkpoint import (METRICS_FILE, TRAIN_STATE_FILE, load_tensors, save_model_weights,
                                  save_tensors)
-from lmlab.models import family_of
+from lmlab.models import FAMILIES, family_of
 from lmlab.models.config import config_from_dict
 from lmlab.runtime import keep_freed_memory
 from lmlab.train.schedule import step_decay, warmup_cosine
@@ -43,64 +43,92 @@ from lmlab.viz.loss import plot_loss
 PRECISIONS = ("auto", "fp32", "bf16")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step")
+_STREAMED = [name for name, entry in FAMILIES.items() if entry.trains_on == "streams"]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A real number (NaN included: the range checks reject it with the value's own message)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def option(default: Any, help: str) -> Any:
+    """A TrainConfig field: its default and a help line (`lmlab train` makes its flags from them)."""
+    return field(default=default, metadata={"help": help, "cli": True})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_steps: int = 2000
-    batch_size: int = 12
-    grad_accum: int = 1
-    lr: float = 1e-3
-    min_lr: float | None = None  # None: lr / 10
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    eval_every: int = 250
-    eval_batches: int = 20
-    log_every: int = 10
-    seed: int = 1337
-    precision: str = "auto"
-    optimizer: str = "adamw"  # "adamw", or "sgd": plain SGD, no momentum and no weight decay
-    schedule: str = "cosine"  # "cosine": warmup, then cosine to min_lr; "step": see lr_decay
-    lr_decay: float = 0.5  # schedule "step": lr is multiplied by this every epoch after ...
-    lr_decay_start: int = 4  # ... the first lr_decay_start epochs
-    epochs: int | None = None  # passes over the training data, instead of max_steps (train/run.py converts)
-    bptt: int = 35  # tokens per batch row for models without a context_len (recurrent: the unroll length)
+    """How to train: steps, batches, the optimizer and its schedule, validation, precision.
+
+    Every field is an option of `lmlab train` (`--batch-size` for `batch_size`), with the help line
+    and default written here once.
+    """
+
+    max_steps: int = option(2000, "optimizer steps")
+    batch_size: int = option(12, "sequences per step")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    lr: float = option(1e-3, "peak learning rate")
+    min_lr: float | None = option(None, "final learning rate (unset: lr / 10)")
+    warmup_steps: int = option(100, "linear warmup steps")
+    weight_decay: float = option(0.1, "AdamW weight decay of matrices and embeddings")
+    beta1: float = option(0.9, "AdamW beta1 (decay of the gradient average)")
+    beta2: float = option(0.99, "AdamW beta2 (decay of the squared-gradient average)")
+    grad_clip: float = option(1.0, "gradient norm clip, 0 = off")
+    eval_every: int = option(250, "validate and checkpoint every N steps")
+    eval_batches: int = option(20, "batches per periodic validation (the last one reads all the validation text)")
+    log_every: int = option(10, "log the training loss every N steps")
+    seed: int = option(1337, "random seed")
+    precision: str = option("auto", f"{' | '.join(PRECISIONS)} (autocast); auto picks bf16 only where it is faster")
+    optimizer: str = option("adamw", "adamw | sgd (plain: no momentum, no weight decay)")
+    schedule: str = option("cosine", "learning rate: cosine (warmup, then cosine to min_lr) | step (constant, "
+                                     "then x lr_decay every epoch)")
+    lr_decay: float = option(0.5, "schedule step: multiply the lr by this every epoch ...")
+    lr_decay_start: int = option(4, "... after this many epochs at lr")
+    epochs: int | None = option(None, "passes over the training data, instead of max_steps")
+    bptt: int = option(35, f"tokens per batch row of the families that train on streams ({', '.join(_STREAMED)}): "
+                           "the unroll length; the state carries over to the next batch")
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every", "bptt"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < (0 if name == "max_steps" else 1):
-                raise LmlabError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
-            raise LmlabError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
-        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
-            raise LmlabError(f"epochs must be a positive integer, got {self.epochs!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise LmlabError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise LmlabError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            if not _is_int(value) or value < (0 if name == "max_steps" else 1):
+                raise LmlabError(f"{name} must be a positive integer, got {value!r}", params=(name,))
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**63:
+            raise LmlabError(f"seed must be an integer in [0, 2**63), got {self.seed!r}", params=("seed",))
+        if self.epochs is not None and (not _is_int(self.epochs) or self.epochs < 1):
+            raise LmlabError(f"epochs must be a positive integer, got {self.epochs!r}", params=("epochs",))
+        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("precision", PRECISIONS)):
+            if getattr(self, name) not in choices:
+                raise LmlabError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}",
+                                 params=(name,))
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2", "lr_decay"):
+            value = getattr(self, name)
+            if not (value is None and name == "min_lr") and not _is_number(value):
+                raise LmlabError(f"{name} must be a number, got {value!r}", params=(name,))
         if not 0 < self.lr_decay <= 1:
-            raise LmlabError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
-        if not isinstance(self.lr_decay_start, int) or self.lr_decay_start < 0:
-            raise LmlabError(f"lr_decay_start must be a whole number of epochs >= 0, got {self.lr_decay_start!r}")
+            raise LmlabError(f"lr_decay must be in (0, 1], got {self.lr_decay}", params=("lr_decay",))
+        if not _is_int(self.lr_decay_start) or self.lr_decay_start < 0:
+            raise LmlabError(f"lr_decay_start must be a whole number of epochs >= 0, got {self.lr_decay_start!r}",
+                             params=("lr_decay_start",))
         if not 0 < self.lr < math.inf:
-            raise LmlabError(f"lr must be a positive number, got {self.lr}")
+            raise LmlabError(f"lr must be a positive number, got {self.lr}", params=("lr",))
         if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
-            raise LmlabError(f"min_lr must be between 0 and lr ({self.lr}), got {self.min_lr}")
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise LmlabError(f"warmup_steps must be a whole number >= 0, got {self.warmup_steps!r}")
+            raise LmlabError(f"min_lr must be between 0 and lr ({self.lr}), got {self.min_lr}", params=("min_lr", "lr"))
+        if not _is_int(self.warmup_steps) or self.warmup_steps < 0:
+            raise LmlabError(f"warmup_steps must be a whole number >= 0, got {self.warmup_steps!r}",
+                             params=("warmup_steps",))
         if not 0 <= self.weight_decay < math.inf:
-            raise LmlabError(f"weight_decay must be >= 0, got {self.weight_decay}")
+            raise LmlabError(f"weight_decay must be >= 0, got {self.weight_decay}", params=("weight_decay",))
         if not 0 <= self.grad_clip < math.inf:
-            raise LmlabError(f"grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
+            raise LmlabError(f"grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}",
+                             params=("grad_clip",))
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
-                raise LmlabError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.precision not in PRECISIONS:
-            raise LmlabError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+                raise LmlabError(f"{name} must be in [0, 1), got {getattr(self, name)}", params=(name,))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -263,7 +291,8 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
         carry = _restore_carry(tensors)
         start_step = int(meta["step"])
     if start_step > config.max_steps:
-        raise LmlabError(f"{run_dir} has already trained for {start_step} steps, more than max_steps={config.max_steps}")
+        raise LmlabError(f"{run_dir} has already trained for {start_step} steps, more than max_steps={config.max_steps}",
+                         params=("max_steps",))
     metrics = Metrics(run_dir, keep_until_step=start_step)
 
     def checkpoint(step: int) -> None:
