@@ -155,7 +155,7 @@ def test_train_flags_keep_their_old_spellings():
                                  "vocab_size", "epochs", "direct")} == {
         "tie_embeddings": True, "eos_per_line": False, "split_punctuation": False, "lowercase": True,
         "min_freq": 2, "vocab_size": 100, "epochs": 3, "direct": True}
-    assert "the right choice for text that is already tokenized" in actions_of("train")["split_punctuation"].help
+    assert "the choice for text that is already tokenized" in actions_of("train")["split_punctuation"].help
 
 
 # --- errors: library parameters written as flags ------------------------------------------------

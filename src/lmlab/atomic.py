@@ -55,12 +55,12 @@ def check_new_folder(path: str | os.PathLike) -> None:
     not make."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise LmlabError(f"--out {path} is a file; give a new folder")
+        raise LmlabError(f"out {path} is a file; give a new folder", params=("out",))
     if path.is_dir() and any(path.iterdir()):
-        raise LmlabError(f"--out {path} is not an empty folder: it already holds files; give a new or empty "
-                         "folder (lmlab never writes among files it did not make)")
+        raise LmlabError(f"out {path} is not an empty folder: it already holds files; give a new or empty "
+                         "folder (lmlab never writes among files it did not make)", params=("out",))
     if any(parent.exists() and not parent.is_dir() for parent in path.parents):
-        raise LmlabError(f"--out {path} lies under a file, not a folder; give a folder path")
+        raise LmlabError(f"out {path} lies under a file, not a folder; give a folder path", params=("out",))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -82,7 +82,8 @@ def output_paths(out_prefix: str | Path) -> list[Path]:
     for suffix in OUTPUT_SUFFIXES:
         text = text.removesuffix(suffix)
     if not Path(text).name:
-        raise LmlabError(f"--out needs a file name prefix such as results/compare, got {str(out_prefix)!r}")
+        raise LmlabError(f"out needs a file name prefix such as results/compare, got {str(out_prefix)!r}",
+                         params=("out",))
     return [Path(text + suffix) for suffix in OUTPUT_SUFFIXES]
 
 
@@ -101,7 +102,8 @@ def write_comparison(rows: Sequence[ComparisonRow], out_prefix: str | Path) -> l
     paths = output_paths(out_prefix)
     existing = [p for p in paths if p.exists()]
     if existing and not _is_comparison(paths[1]):
-        raise LmlabError(f"{existing[0]} already exists and is not an lmlab comparison; choose another --out")
+        raise LmlabError(f"{existing[0]} already exists and is not an lmlab comparison; choose another out",
+                         params=("out",))
     atomic_write_text(paths[0], markdown_table(rows))
     atomic_write_text(paths[1], json.dumps([asdict(r) for r in rows], indent=2) + "\n")
     plot_bars([Path(r.run).name for r in rows], [r.bits_per_byte for r in rows], paths[2],

@@ -11,6 +11,8 @@ them in `params`; the CLI, which knows its flags, writes them as `--top-p` and `
 ('give epochs or max_steps, not both', ('epochs', 'max_steps'))
 >>> error.rename({"epochs": "--epochs", "max_steps": "--max-steps"})
 'give --epochs or --max-steps, not both'
+>>> LmlabError("/data/model/x.txt: choose another model", params=("model",)).rename({"model": "--model"})
+'/data/model/x.txt: choose another --model'
 """
 from __future__ import annotations
 
@@ -30,5 +32,6 @@ class LmlabError(ValueError):
         message = str(self)
         for param in self.params:
             if param in names:
-                message = re.sub(rf"(?<![\w-]){re.escape(param)}(?![\w-])", names[param], message)
+                # a whole word, not part of a name or a path (/home/model/a.txt keeps its "model")
+                message = re.sub(rf"(?<![\w/.-]){re.escape(param)}(?![\w/-]|\.\w)", names[param], message)
         return message

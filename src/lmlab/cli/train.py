@@ -119,9 +119,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tokenizer.add_argument("--word-split", dest="split_punctuation", type=_word_split, default=argparse.SUPPRESS,
                            metavar="{punctuation,space}",
                            help=f"{_for_tokenizers('split_punctuation')}: how text is cut into words. punctuation "
-                                "(default): punctuation marks are tokens of their own; space: at whitespace only, "
-                                "the right choice for text that is already tokenized, with tokens separated by "
-                                "spaces (PTB, WikiText), so that the tokens are exactly the corpus's own")
+                                "(default): punctuation is split off raw text, but contractions, clitics (n't, 's) "
+                                "and abbreviations (Mr., U.S.) stay whole, so PTB gives its own tokens; space: every "
+                                "whitespace-separated string is one token, exactly as written - the choice for "
+                                "text that is already tokenized and must keep its tokens whatever they contain, or "
+                                "for figures that must count whitespace tokens like published ones")
     tokenizer.add_argument("--lowercase", action="store_const", const=True, default=argparse.SUPPRESS,
                            help=f"{_for_tokenizers('lowercase')}: lowercase the text")
     tokenizer.add_argument("--min-freq", type=positive_int, default=argparse.SUPPRESS, metavar="N",

@@ -161,7 +161,7 @@ class TokenStream:
         """A batch of random windows: inputs (B, T) and next-token targets (B, T), as int64."""
         if len(self) < context_len + 1:
             raise LmlabError(f"only {len(self)} tokens of training data, fewer than context_len + 1 = "
-                             f"{context_len + 1}; use more text or a smaller --context-len")
+                             f"{context_len + 1}; use more text or a smaller context_len", params=("context_len",))
         starts = torch.randint(len(self) - context_len, (batch_size,), generator=generator).numpy()
         rows = self.tokens[starts[:, None] + np.arange(context_len + 1)].astype(np.int64)  # (B, T + 1)
         window = torch.from_numpy(rows)

@@ -114,7 +114,7 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     """Read tensors written by `save_tensors`; aliases are restored as the same tensor."""
     path = Path(path)
     if not path.exists():
-        raise LmlabError(f"{path} is missing; the run has no checkpoint yet (train it, or pass --resume to continue)")
+        raise LmlabError(f"{path} is missing; the run has no checkpoint yet (train it, or resume it to continue)")
     try:
         tensors = load_file(path)
         with safe_open(path, framework="pt") as f:
