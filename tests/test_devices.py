@@ -50,3 +50,26 @@ def test_a_model_on_cuda_decodes_and_scores_as_on_the_cpu(run):
             cpu.generate(["The ", "A"], max_new_tokens=12, **options).sequences[0].token_ids
     text = "The quick brown fox jumps over a lazy dog.\n"
     assert gpu.perplexity(text).loss == pytest.approx(cpu.perplexity(text).loss, abs=1e-4)
+
+
+def test_training_takes_a_device_and_a_bad_one_is_refused_before_anything_is_written(tmp_path, tiny_text):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(tiny_text, encoding="utf-8")
+    with pytest.raises(LmlabError, match="device"):
+        train(str(corpus), out=tmp_path / "bad", train_overrides=dict(max_steps=1), progress=False, device="gpu")
+    assert not (tmp_path / "bad").exists()
+    result = train(str(corpus), out=tmp_path / "cpu", model_overrides=dict(n_layer=1, n_head=2, d_model=16,
+                   context_len=16), train_overrides=dict(max_steps=2, eval_every=2), progress=False, device="cpu")
+    assert result.steps == 2
+
+
+@needs_cuda
+def test_training_on_cuda_resumes_on_the_cpu(tmp_path, tiny_text):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(tiny_text, encoding="utf-8")
+    options = dict(model_overrides=dict(n_layer=1, n_head=2, d_model=16, context_len=16), progress=False)
+    train(str(corpus), out=tmp_path / "run", train_overrides=dict(max_steps=4, eval_every=2), device="cuda", **options)
+    result = train(str(corpus), out=tmp_path / "run", train_overrides=dict(max_steps=6), resume=True, device="cpu",
+                   progress=False)
+    assert result.steps == 6
+    assert lmlab.load(tmp_path / "run", device="cuda").generate("The ", max_new_tokens=4).sequences

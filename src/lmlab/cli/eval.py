@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmlab.cli.flags import positive_int
+from lmlab.cli.flags import add_device_flag, positive_int
 from lmlab.cli.output import print_json
 
 DESCRIPTION = "Evaluate a run on --data, or on its own validation split by default."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_device_flag(parser)
     from lmlab.models import FAMILIES
 
     in_order = " / ".join(name for name, entry in FAMILIES.items() if entry.trains_on == "streams")
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> None:
     from lmlab.evaluate import perplexity
     from lmlab.train.run import validation_split
 
-    bundle = load(args.run)
+    bundle = load(args.run, device=args.device)
     if args.data:
         result = perplexity(bundle.model, bundle.tokenizer, read_corpus(args.data), batch_size=args.batch_size)
     elif "data" not in bundle.config:

@@ -137,3 +137,9 @@ def given(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
     """The options among `names` that were given on the command line, with their values."""
     values: Mapping[str, Any] = vars(args)
     return {name: values[name] for name in names if name in values}
+
+
+def add_device_flag(parser: argparse.ArgumentParser) -> None:
+    """--device, for every command that runs a network."""
+    parser.add_argument("--device", default="cpu",
+                        help="where the network runs: cpu, cuda or cuda:N (default cpu)")

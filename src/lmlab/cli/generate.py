@@ -11,7 +11,7 @@ import math
 import sys
 from typing import Any, Iterator, Sequence
 
-from lmlab.cli.flags import add_config_flags, config_options, given
+from lmlab.cli.flags import add_config_flags, add_device_flag, config_options, given
 from lmlab.cli.output import print_json
 from lmlab.generate.config import GenerationConfig
 
@@ -20,6 +20,7 @@ DESCRIPTION = ("Continue a prompt with a model (an lmlab run, a Hugging Face mod
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_device_flag(parser)
     parser.add_argument("run", help="run directory (from lmlab train), Hugging Face model directory or ARPA file")
     parser.add_argument("--prompt", action="append", help="text to continue (repeat for a batch; default: a newline)")
     decoding = parser.add_argument_group("decoding", "how each next token is chosen, and when to stop")
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> None:
     options = generation_options(args)
     config = GenerationConfig.from_dict(options)  # bad options fail before the model loads
     prompts = args.prompt or ["\n"]
-    bundle = load(args.run, dtype=args.dtype)
+    bundle = load(args.run, dtype=args.dtype, device=args.device)
     one_stream = len(prompts) == 1 and config.num_beams == 1 and config.num_return_sequences == 1
     if one_stream and not args.json and not config.logprobs:
         write_streamed(prompts[0], decode(bundle, prompts, options, stream=True))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from lmlab.cli.flags import add_device_flag
 from lmlab.cli.output import print_json
 
 DESCRIPTION = ("Score each sentence given the sentence start: every token and the end-of-sentence token are "
@@ -11,6 +12,7 @@ DESCRIPTION = ("Score each sentence given the sentence start: every token and th
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_device_flag(parser)
     parser.add_argument("run", help="run directory, Hugging Face model directory or ARPA file")
     parser.add_argument("sentences", nargs="*", help="sentences to score")
     parser.add_argument("--file", help="score every non-empty line of this file")
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> None:
         sentences += [line for line in read_corpus(args.file).splitlines() if line.strip()]
     if not sentences:
         raise LmlabError("give sentences to score, or --file FILE")
-    bundle = load(args.run)
+    bundle = load(args.run, device=args.device)
     scores = [score_sentence(bundle.model, bundle.tokenizer, text) for text in sentences]
     if args.json:
         print_json({"sentences": [{"text": s.text, "logprob": s.logprob, "tokens": len(s.tokens),

@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from lmlab.cli.flags import add_config_flags, add_flag, config_options, field_types, given, positive_int, shown
+from lmlab.cli.flags import add_config_flags, add_device_flag, add_flag, config_options, field_types, given, positive_int, shown
 from lmlab.cli.output import print_json
 from lmlab.models import FAMILIES
 from lmlab.tokenize import TOKENIZERS, TRAIN_OPTIONS
@@ -151,6 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="continue the run in --out from its last checkpoint; other flags may be given again "
                           "with the run's own values")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_flag(run)
     run.add_argument("--json", action="store_true", help="print one JSON object with the results at the end")
 
 
@@ -160,7 +161,8 @@ def run(args: argparse.Namespace) -> None:
     settings = given(args, ("data", "model", "tokenizer", "preset", "val_data"))
     result = train(**settings, out=args.out, model_overrides=given(args, model_options()),
                    train_overrides=given(args, config_options(TrainConfig)),
-                   tokenizer_options=given(args, TOKENIZER_OPTIONS), resume=args.resume, progress=not args.quiet)
+                   tokenizer_options=given(args, TOKENIZER_OPTIONS), resume=args.resume, progress=not args.quiet,
+                   device=args.device)
     if args.json:
         print_json({"train_loss": result.train_loss, "val_loss": result.val_loss, "steps": result.steps,
                     "tokens_per_s": round(result.tokens_per_s, 1), "wall_s": round(result.wall_s, 2),

@@ -98,7 +98,7 @@ def _unique_storage(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
             aliases[name] = seen[key]
         else:
             seen[key] = name
-            unique[name] = tensor.detach().contiguous()
+            unique[name] = tensor.detach().cpu().contiguous()  # files hold CPU tensors, wherever they trained
     return unique, aliases
 
 

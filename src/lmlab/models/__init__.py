@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from lmlab.errors import LmlabError
-from lmlab.models.registry import FAMILIES, KINDS, PRESETS, Family, families_of_kind, family, family_of, preset_options
+from lmlab.models.registry import DEFAULT_FAMILY, FAMILIES, KINDS, PRESETS, Family, families_of_kind, family, family_of, preset_options
 
 
 def build_model(family_name: str, config: dict[str, Any]) -> nn.Module:
@@ -43,5 +43,5 @@ def device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-__all__ = ["FAMILIES", "KINDS", "PRESETS", "Family", "build_model", "device_of", "families_of_kind", "family", "family_of",
+__all__ = ["DEFAULT_FAMILY", "FAMILIES", "KINDS", "PRESETS", "Family", "build_model", "device_of", "families_of_kind", "family", "family_of",
            "preset_options"]

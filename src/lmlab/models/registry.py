@@ -125,6 +125,8 @@ FAMILIES: Mapping[str, Family] = MappingProxyType({family.name: family for famil
            from_tokenizer={"eos_id": "<eos>"}),  # a line end (<eos>) is the sentence end </s>
 )})
 
+DEFAULT_FAMILY = "gpt"  # what a run trains when it names no family
+
 PRESETS: Mapping[str, tuple[str, Mapping[str, Any]]] = MappingProxyType({
     preset: (family.name, options) for family in FAMILIES.values() for preset, options in family.presets.items()})
 

@@ -21,13 +21,14 @@ from lmlab.errors import LmlabError
 from lmlab.atomic import check_new_folder, remove_stale_temporaries
 from lmlab.io.checkpoint import (MODEL_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, checkpoint_step, read_run_config,
                                  write_run_config)
-from lmlab.models import build_model, family, family_of, preset_options
+from lmlab.models import DEFAULT_FAMILY, build_model, family, family_of, preset_options
+from lmlab.runtime import torch_device
 from lmlab.tokenize import TOKENIZERS, build_tokenizer, check_options
 from lmlab.tokenize import load as load_tokenizer
 from lmlab.train.trainer import FitResult, TrainConfig, fit, fit_counts, steps_for_epochs
 
 CACHE_DIR = "cache"
-DEFAULT_MODEL = "gpt"  # what a new run trains when `model` is not given
+DEFAULT_MODEL = DEFAULT_FAMILY  # what a new run trains when `model` is not given
 DEFAULT_TOKENIZER = "char"
 DEFAULT_VAL_FRACTION = 0.1
 RESUMABLE = ("max_steps", "epochs")  # the only training options a resumed run may change
@@ -173,7 +174,7 @@ def train(data: str | None = None, *, out: str | Path, model: str | None = None,
           preset: str | None = None, val_data: str | None = None, val_fraction: float | None = None,
           model_overrides: dict[str, Any] | None = None, train_overrides: dict[str, Any] | None = None,
           tokenizer_options: dict[str, Any] | None = None, resume: bool = False,
-          progress: bool = True) -> RunResult:
+          progress: bool = True, device: str = "cpu") -> RunResult:
     """Train a model on `data` (a file or folder; default: Tiny Shakespeare) into run directory `out`.
 
     `model` is a family (default gpt) and `preset` one of its sizes (default: the family's own);
@@ -183,12 +184,15 @@ def train(data: str | None = None, *, out: str | Path, model: str | None = None,
     tokenizer file. With the word tokenizer, every line end is an `<eos>` token the model predicts
     (`eos_per_line`, the PTB / WikiText convention) unless `tokenizer_options` says otherwise.
     The last `val_fraction` (default 0.1) of the text is validation unless `val_data` is given.
+    `device` is where the network trains ("cpu", "cuda"); it is not a setting of the run, so a
+    run trained on a GPU resumes on the CPU and back.
 
     With `resume=True`, continue the run in `out` from its last checkpoint; the losses match an
     uninterrupted run exactly on CPU. Every other argument may be given again as the run was
     started (so the same command works with resume added), but only `max_steps` or `epochs` may
     change: a setting that differs from the run's own is an error that names it.
     """
+    torch_device(device)  # a device this machine lacks is refused before anything is written
     run_dir = Path(out)
     given_model = {k: v for k, v in (model_overrides or {}).items() if v is not None}
     given_train = {k: v for k, v in (train_overrides or {}).items() if v is not None}
@@ -201,7 +205,7 @@ def train(data: str | None = None, *, out: str | Path, model: str | None = None,
         _check_unchanged(run_dir, config, data=data, val_data=val_data, val_fraction=val_fraction, model=model,
                          preset=preset, model_options=given_model, tokenizer=tokenizer,
                          tokenizer_options=given_tokenizer, train_options=given_train)
-        return _resume(run_dir, config, {k: v for k, v in given_train.items() if k in RESUMABLE}, progress)
+        return _resume(run_dir, config, {k: v for k, v in given_train.items() if k in RESUMABLE}, progress, device)
     if (run_dir / "config.json").exists():
         raise LmlabError(f"{run_dir} already holds a run; continue it with resume, or train into another folder",
                          params=("resume",))
@@ -254,7 +258,8 @@ def train(data: str | None = None, *, out: str | Path, model: str | None = None,
     del train_text, val_text  # the token files hold them now: training needs no copy of the corpus
     if counted:
         return _finish(run_dir, net, fit_counts(net, train_stream, val_stream, run_dir))
-    return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, progress=progress))
+    return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, progress=progress,
+                                     device=device))
 
 
 def _build(family: str, options: dict[str, Any]) -> torch.nn.Module:
@@ -330,7 +335,8 @@ def _check_unchanged(run_dir: Path, config: dict[str, Any], *, data: str | None,
                          "may change", params=(*dict.fromkeys(params), "resume", *RESUMABLE))
 
 
-def _resume(run_dir: Path, config: dict[str, Any], changes: dict[str, Any], progress: bool) -> RunResult:
+def _resume(run_dir: Path, config: dict[str, Any], changes: dict[str, Any], progress: bool,
+            device: str = "cpu") -> RunResult:
     """Continue the run in `run_dir` (its checked `config`), with a new max_steps or epochs in `changes`."""
     if "max_steps" in changes:
         changes["epochs"] = None  # the step count now comes from max_steps
@@ -351,7 +357,7 @@ def _resume(run_dir: Path, config: dict[str, Any], changes: dict[str, Any], prog
         write_run_config(run_dir, {k: v for k, v in config.items() if k != "format_version"})
     if counted:  # counting is deterministic: resuming simply counts again
         return _finish(run_dir, net, fit_counts(net, train_stream, val_stream, run_dir))
-    return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, resume=True,
+    return _finish(run_dir, net, fit(net, train_stream, val_stream, run_dir, train_config, resume=True, device=device,
                                      progress=progress))
 
 

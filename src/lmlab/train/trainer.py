@@ -34,9 +34,9 @@ from lmlab.errors import LmlabError
 from lmlab.evaluate import mean_loss
 from lmlab.io.checkpoint import (METRICS_FILE, TRAIN_STATE_FILE, load_tensors, save_model_weights,
                                  save_tensors)
-from lmlab.models import FAMILIES, family_of
+from lmlab.models import FAMILIES, device_of, family_of
 from lmlab.models.config import config_from_dict
-from lmlab.runtime import keep_freed_memory
+from lmlab.runtime import keep_freed_memory, torch_device
 from lmlab.train.schedule import step_decay, warmup_cosine
 from lmlab.viz.loss import plot_loss
 
@@ -183,12 +183,18 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def use_bf16(config: TrainConfig, model: nn.Module) -> bool:
-    """Whether to autocast to bf16. "auto" picks it only for wide layers on a CPU with native bf16
-    matrix units (AVX-512 / AMX): on AVX2-only CPUs bf16 matmuls run ~10x slower than fp32, and
-    narrow layers are dominated by the casts."""
+    """Whether to autocast to bf16. "auto" picks it on a GPU that has bf16, and on the CPU only
+    for a transformer (a family trained on windows) whose matrices are 512 wide or more, on a CPU
+    with native bf16 matrix units (AVX-512 / AMX): on AVX2-only CPUs bf16 matmuls run ~10x slower
+    than fp32, and narrow layers are dominated by the casts."""
     if config.precision != "auto":
         return config.precision == "bf16"
-    width = getattr(getattr(model, "config", None), "d_model", 0)
+    device = device_of(model)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if family_of(model).trains_on != "windows":
+        return False  # recurrent cells and counts: bf16 not measured to pay
+    width = max((min(p.shape) for p in model.parameters() if p.dim() == 2), default=0)
     return width >= 512 and torch.backends.cpu.get_cpu_capability().startswith(("AVX512", "AMX"))
 
 
@@ -203,16 +209,18 @@ def _state_tensors(model: nn.Module, optimizer: torch.optim.Optimizer, batch_rng
             for key, value in optimizer.state.get(p, {}).items():
                 tensors[f"optim.{names[id(p)]}.{key}"] = value
     tensors["rng.torch"] = torch.get_rng_state()
+    if device_of(model).type == "cuda":  # dropout on the GPU draws from its own generator
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device_of(model))
     tensors["rng.batches"] = batch_rng.get_state()
     for i, part in enumerate(carry or ()):
         tensors[f"carry.{i}"] = part
     return tensors
 
 
-def _restore_carry(tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...] | None:
+def _restore_carry(tensors: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, ...] | None:
     parts = []
     while f"carry.{len(parts)}" in tensors:
-        parts.append(tensors[f"carry.{len(parts)}"].clone())
+        parts.append(tensors[f"carry.{len(parts)}"].clone().to(device))
     return tuple(parts) or None
 
 
@@ -224,8 +232,11 @@ def _restore_state(model: nn.Module, optimizer: torch.optim.Optimizer, batch_rng
         for key, value in tensors.items():
             if key.startswith("optim."):
                 name, slot = key[6:].rsplit(".", 1)
-                optimizer.state[params[name]][slot] = value.clone()
+                target = params[name].device if value.dim() else value.device  # Adam's step count stays put
+                optimizer.state[params[name]][slot] = value.clone().to(target)
         torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and device_of(model).type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], device_of(model))
         batch_rng.set_state(tensors["rng.batches"])
     except (RuntimeError, KeyError, ValueError) as e:
         detail = str(e).strip().splitlines()[-1].strip() if str(e).strip() else repr(e)
@@ -270,9 +281,12 @@ class Metrics:
 
 
 def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None, run_dir: str | Path,
-        config: TrainConfig, *, resume: bool = False, progress: bool = True) -> FitResult:
-    """Train `model` on batches of `train_data` (see the module docstring), checkpointing into `run_dir`."""
+        config: TrainConfig, *, resume: bool = False, progress: bool = True, device: str = "cpu") -> FitResult:
+    """Train `model` on batches of `train_data` (see the module docstring), checkpointing into
+    `run_dir`; the model and its batches live on `device` ("cpu", "cuda", "cuda:1")."""
     run_dir = Path(run_dir)
+    where = torch_device(device)
+    model.to(where)
     keep_freed_memory()  # the same large tensors every step: no page faults for them after the first
     recurrent = family_of(model).trains_on == "streams"
     window = model.context_len or config.bptt  # tokens per batch row
@@ -288,7 +302,7 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
     if resume and (run_dir / TRAIN_STATE_FILE).exists():
         tensors, meta = load_tensors(run_dir / TRAIN_STATE_FILE)
         _restore_state(model, optimizer, batch_rng, tensors)
-        carry = _restore_carry(tensors)
+        carry = _restore_carry(tensors, where)
         start_step = int(meta["step"])
     if start_step > config.max_steps:
         raise LmlabError(f"{run_dir} has already trained for {start_step} steps, more than max_steps={config.max_steps}",
@@ -310,7 +324,7 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
                dynamic_ncols=True, leave=False)
     started = time.perf_counter()
     window_start, window_steps = started, 0
-    loss_sum = torch.zeros(())
+    loss_sum = torch.zeros((), device=where)
     last_loss = math.nan
     val_loss = None
     for step in range(start_step, config.max_steps):
@@ -329,14 +343,15 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
         for i, batch in enumerate(micro):
             if recurrent:
                 index = batch % per_epoch  # batch 0 of an epoch starts from the zero state
-                x, y = batches[i]
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                x, y = (t.to(where, non_blocking=True) for t in batches[i])
+                with torch.autocast(where.type, dtype=torch.bfloat16, enabled=bf16):
                     _, loss, carry = model.forward_with_state(x, y, carry if index else None)
                 carry = tuple(part.detach() for part in carry)  # truncated BPTT: no gradient into past batches
                 (loss * weights[i]).backward()
             else:
-                x, y = train_data.random_windows(config.batch_size, window, batch_rng)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                x, y = (t.to(where, non_blocking=True) for t in train_data.random_windows(config.batch_size, window,
+                                                                                          batch_rng))
+                with torch.autocast(where.type, dtype=torch.bfloat16, enabled=bf16):
                     _, loss = model(x, y)
                 (loss / len(micro)).backward()  # every window holds the same number of tokens
             loss_sum += loss.detach()
