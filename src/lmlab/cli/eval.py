@@ -4,18 +4,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmlab.cli.flags import add_device_flag, positive_int
+from lmlab.cli.flags import add_model_arguments, positive_int
 from lmlab.cli.output import print_json
 
 DESCRIPTION = "Evaluate a run on --data, or on its own validation split by default."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_device_flag(parser)
+    add_model_arguments(parser)
     from lmlab.models import FAMILIES
 
     in_order = " / ".join(name for name, entry in FAMILIES.items() if entry.trains_on == "streams")
-    parser.add_argument("run", help="run directory (from lmlab train), Hugging Face directory or ARPA file")
     parser.add_argument("--data", help="text file or folder to evaluate on (default: the run's validation split)")
     parser.add_argument("--batch-size", type=positive_int,
                         help=f"windows per batch (default 16); {in_order} read the text in order, carrying their "

@@ -139,7 +139,9 @@ def given(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
     return {name: values[name] for name in names if name in values}
 
 
-def add_device_flag(parser: argparse.ArgumentParser) -> None:
-    """--device, for every command that runs a network."""
-    parser.add_argument("--device", default="cpu",
-                        help="where the network runs: cpu, cuda or cuda:N (default cpu)")
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model a command runs (the positional `run`, any source lmlab.load reads) and --device."""
+    parser.add_argument("run", metavar="MODEL",
+                        help="an lmlab run directory, a Hugging Face model directory, a .gguf or .arpa file, "
+                             "or a registered name (see lmlab models)")
+    parser.add_argument("--device", default="cpu", help="where the network runs: cpu, cuda or cuda:N (default cpu)")

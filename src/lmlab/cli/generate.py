@@ -11,7 +11,7 @@ import math
 import sys
 from typing import Any, Iterator, Sequence
 
-from lmlab.cli.flags import add_config_flags, add_device_flag, config_options, given
+from lmlab.cli.flags import add_config_flags, add_model_arguments, config_options, given
 from lmlab.cli.output import print_json
 from lmlab.generate.config import GenerationConfig
 
@@ -20,8 +20,7 @@ DESCRIPTION = ("Continue a prompt with a model (an lmlab run, a Hugging Face mod
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_device_flag(parser)
-    parser.add_argument("run", help="run directory (from lmlab train), Hugging Face model directory or ARPA file")
+    add_model_arguments(parser)
     parser.add_argument("--prompt", action="append", help="text to continue (repeat for a batch; default: a newline)")
     decoding = parser.add_argument_group("decoding", "how each next token is chosen, and when to stop")
     add_config_flags(decoding, GenerationConfig, pass_unparsed=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from lmlab.cli.flags import add_device_flag
+from lmlab.cli.flags import add_model_arguments
 from lmlab.cli.output import print_json
 
 DESCRIPTION = ("Score each sentence given the sentence start: every token and the end-of-sentence token are "
@@ -12,8 +12,7 @@ DESCRIPTION = ("Score each sentence given the sentence start: every token and th
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_device_flag(parser)
-    parser.add_argument("run", help="run directory, Hugging Face model directory or ARPA file")
+    add_model_arguments(parser)
     parser.add_argument("sentences", nargs="*", help="sentences to score")
     parser.add_argument("--file", help="score every non-empty line of this file")
     parser.add_argument("--json", action="store_true", help='print {"sentences": [{"text", "logprob", "tokens"}]}')

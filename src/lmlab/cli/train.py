@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from lmlab.cli.flags import add_config_flags, add_device_flag, add_flag, config_options, field_types, given, positive_int, shown
+from lmlab.cli.flags import add_config_flags, add_flag, config_options, field_types, given, positive_int, shown
 from lmlab.cli.output import print_json
 from lmlab.models import FAMILIES
 from lmlab.tokenize import TOKENIZERS, TRAIN_OPTIONS
@@ -151,7 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="continue the run in --out from its last checkpoint; other flags may be given again "
                           "with the run's own values")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_device_flag(run)
+    run.add_argument("--device", default="cpu", help="where the network trains: cpu, cuda or cuda:N (default cpu)")
     run.add_argument("--json", action="store_true", help="print one JSON object with the results at the end")
 
 
