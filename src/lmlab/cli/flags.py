@@ -145,3 +145,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an lmlab run directory, a Hugging Face model directory, a .gguf or .arpa file, "
                              "or a registered name (see lmlab models)")
     parser.add_argument("--device", default="cpu", help="where the network runs: cpu, cuda or cuda:N (default cpu)")
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser, title: str) -> Any:
+    """The generation options (GenerationConfig's flags, and --greedy) in a group called `title`."""
+    from lmlab.generate.config import GenerationConfig
+
+    decoding = parser.add_argument_group("decoding", title)
+    add_config_flags(decoding, GenerationConfig, pass_unparsed=True)
+    decoding.add_argument("--greedy", dest="do_sample", action="store_const", const=False, default=argparse.SUPPRESS,
+                          help="always take the most likely token (the same as --no-do-sample)")
+    return decoding

@@ -11,7 +11,7 @@ import math
 import sys
 from typing import Any, Iterator, Sequence
 
-from lmlab.cli.flags import add_config_flags, add_model_arguments, config_options, given
+from lmlab.cli.flags import add_decoding_arguments, add_model_arguments, config_options, given
 from lmlab.cli.output import print_json
 from lmlab.generate.config import GenerationConfig
 
@@ -22,10 +22,9 @@ DESCRIPTION = ("Continue a prompt with a model (an lmlab run, a Hugging Face mod
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--prompt", action="append", help="text to continue (repeat for a batch; default: a newline)")
-    decoding = parser.add_argument_group("decoding", "how each next token is chosen, and when to stop")
-    add_config_flags(decoding, GenerationConfig, pass_unparsed=True)
-    decoding.add_argument("--greedy", dest="do_sample", action="store_const", const=False, default=argparse.SUPPRESS,
-                          help="always take the most likely token (the same as --no-do-sample)")
+    parser.add_argument("--chat", action="store_true",
+                        help="each prompt is one user turn, written in the model's chat template; prints the answer")
+    decoding = add_decoding_arguments(parser, "how each next token is chosen, and when to stop")
     decoding.add_argument("--show-probs", dest="top_logprobs", type=int, metavar="N", default=argparse.SUPPRESS,
                           help="after generating, list each token's N most likely candidates (after the processors)")
     parser.add_argument("--dtype", default="float32",
@@ -61,9 +60,15 @@ def run(args: argparse.Namespace) -> None:
     config = GenerationConfig.from_dict(options)  # bad options fail before the model loads
     prompts = args.prompt or ["\n"]
     bundle = load(args.run, dtype=args.dtype, device=args.device)
+    shown = prompts
+    if args.chat:  # the model continues the chat template's text; the user sees the turn and the answer
+        from lmlab.chat import Conversation
+
+        prompts = [Conversation(bundle).render([{"role": "user", "content": p}]) for p in prompts]
+        shown = [""] * len(prompts)
     one_stream = len(prompts) == 1 and config.num_beams == 1 and config.num_return_sequences == 1
     if one_stream and not args.json and not config.logprobs:
-        write_streamed(prompts[0], decode(bundle, prompts, options, stream=True))
+        write_streamed(shown[0], decode(bundle, prompts, options, stream=True))
         return
     output = decode(bundle, prompts, options, stream=False)
     if args.json:
@@ -74,7 +79,7 @@ def run(args: argparse.Namespace) -> None:
         return
     for sequence in output.sequences:
         print(f"--- prompt {sequence.prompt_index + 1}, logprob {sequence.logprob:.3f}")
-        print(prompts[sequence.prompt_index] + sequence.text)
+        print(shown[sequence.prompt_index] + sequence.text)
         if config.logprobs:
             print(probability_table(bundle.tokenizer, sequence))
 

@@ -29,6 +29,8 @@ COMMANDS: Mapping[str, Command] = MappingProxyType({
     "compare": Command("lmlab.cli.compare", "evaluate several runs on the same text, in one table"),
     "tokenize": Command("lmlab.cli.tokenize", "show how a tokenizer splits a file"),
     "export": Command("lmlab.cli.export", "write a run as a Hugging Face directory or an ARPA file"),
+    "chat": Command("lmlab.cli.chat", "talk with a model in the terminal, in its own chat format"),
+    "models": Command("lmlab.cli.models", "the models lmlab knows by name, and whether they are here"),
 })
 
 
