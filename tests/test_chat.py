@@ -98,7 +98,8 @@ def test_the_repl_streams_sets_resets_and_survives_ctrl_c(tmp_path):
         child.sendline("/set max_new_tokens 400")
         child.expect_exact(">>> ")
         child.sendline("Write a very long story about a dragon who learns to sing.")
-        child.expect(r"\w+ \w+ \w+")  # the answer is streaming
+        child.expect_exact("learns to sing.")  # the terminal's echo of the question
+        child.expect(r"\w+ \w+ \w+ \w+")  # then the answer, streaming
         child.sendintr()  # Ctrl-C mid-answer
         child.expect_exact("^C")
         child.expect_exact(">>> ")

@@ -84,19 +84,20 @@ class Repl:
         return True
 
     def answer(self, text: str) -> None:
-        events = self.conversation.reply(text)
-        if self.conversation.last.dropped:
-            self.out(f"(the conversation outgrew the context window: the oldest {self.conversation.last.dropped} "
-                     "turn(s) were left out)\n")
-        pieces, finish = [], None
-        try:
+        pieces, finish, events = [], None, None
+        try:  # Ctrl-C at any moment of an answer (also before its first token) stops only that answer
+            events = self.conversation.reply(text)
+            if self.conversation.last.dropped:
+                self.out(f"(the conversation outgrew the context window: the oldest {self.conversation.last.dropped}"
+                         " turn(s) were left out)\n")
             for event in events:
                 pieces.append(event.text)
                 finish = event.finish_reason or finish
                 if not self.as_json:
                     self.out(event.text)
         except KeyboardInterrupt:
-            events.close()  # the answer so far is kept as the assistant's turn
+            if events is not None:
+                events.close()  # the answer so far is kept as the assistant's turn
             finish = "interrupted"
         answer = "".join(pieces)
         if self.as_json:
