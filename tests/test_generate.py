@@ -16,7 +16,7 @@ import regex
 import torch
 from torch import nn
 
-from lmlab.errors import LmlabError
+from lmlab.errors import LmlabError, LmlabNotice
 from lmlab.generate import (
     GenerationConfig,
     TemperatureProcessor,
@@ -318,7 +318,8 @@ def test_sliding_window_beyond_context_len():
 
     model = ToyLM(lambda visible: [5.0 if i == next_token(visible) else 0.0 for i in range(vocab_size)], context_len)
     prompt = [1, 2, 3, 4, 5, 6]  # already longer than the context
-    new = list(generate_ids(model, prompt, GenerationConfig(max_new_tokens=20, do_sample=False)))
+    with pytest.warns(LmlabNotice, match="the model sees the last 4"):
+        new = list(generate_ids(model, prompt, GenerationConfig(max_new_tokens=20, do_sample=False)))
     sequence = list(prompt)
     for _ in range(20):
         sequence.append(next_token(sequence[-context_len:]))
@@ -558,3 +559,9 @@ def test_the_encoder_memory_survives_the_sliding_window(num_beams):
             seen.append(token)
         assert sequence.token_ids == expected
     assert model.prefills > 2  # the window slid: prefilled again, from the memory
+
+
+def test_a_prompt_longer_than_the_context_is_cut_with_a_notice():
+    model = ToyLM(lambda visible: [0.0, 1.0], context_len=4)
+    with pytest.warns(LmlabNotice, match="more than the model's context of 4: the model sees the last 4"):
+        list(generate_ids(model, [0] * 6, GenerationConfig(max_new_tokens=2, do_sample=False)))

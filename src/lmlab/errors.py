@@ -35,3 +35,8 @@ class LmlabError(ValueError):
                 # a whole word, not part of a name or a path (/home/model/a.txt keeps its "model")
                 message = re.sub(rf"(?<![\w/.-]){re.escape(param)}(?![\w/-]|\.\w)", names[param], message)
         return message
+
+
+class LmlabNotice(UserWarning):
+    """Something the user should know that is not an error (a prompt cut to the context window):
+    issued with `warnings.warn`; the CLI prints it as one `note: ...` line on stderr."""

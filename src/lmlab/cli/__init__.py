@@ -19,6 +19,24 @@ from lmlab.errors import LmlabError
 __all__ = ["COMMANDS", "build_parser", "command_parser", "main"]
 
 
+def show_notices() -> None:
+    """lmlab's notices (LmlabNotice warnings) as one `note: ...` line each on stderr."""
+    import warnings
+
+    from lmlab.errors import LmlabNotice
+
+    plain = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, LmlabNotice):
+            print(f"note: {message}", file=sys.stderr)
+        else:
+            plain(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", LmlabNotice)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `lmlab ARGV` (default: the process's arguments) and return its exit code."""
     parser = None
@@ -27,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lmlab.runtime import keep_freed_memory
 
         keep_freed_memory()
+        show_notices()
         module.run(args)
     except LmlabError as error:
         return library_error(error, parser)

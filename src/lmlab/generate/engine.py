@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from lmlab.errors import LmlabError
+from lmlab.errors import LmlabError, LmlabNotice
 from lmlab.generate.beam import BeamSearch, Hypothesis
 from lmlab.generate.config import GenerationConfig
 from lmlab.generate.feed import Feed
@@ -143,6 +144,16 @@ def check_prompts(prompts: list[list[Any]], vocab_size: int) -> list[list[int]]:
     return checked
 
 
+def _note_cut_prompts(prompts: list[list[int]], context_len: int | None) -> None:
+    """Say so (an LmlabNotice) when a prompt is longer than the model's context: the model then
+    sees only its last context_len tokens, and the window slides on from there."""
+    cut = [n for n, prompt in enumerate(prompts) if context_len is not None and len(prompt) > context_len]
+    if cut:
+        longest = max(len(prompts[n]) for n in cut)
+        warnings.warn(LmlabNotice(f"prompt(s) {cut[:5]} hold up to {longest} tokens, more than the model's context of "
+                                  f"{context_len}: the model sees the last {context_len}"), stacklevel=3)
+
+
 class Output:
     """One output sequence as it is emitted: its text stream and how many tokens it has."""
 
@@ -202,6 +213,7 @@ def stream(model: Any, prompts: Prompts, config: GenerationConfig | None = None,
     eot_id = None if tokenizer is None else tokenizer.eot_id
     stop_ids = tuple(dict.fromkeys([*config.eot_ids, *([] if eot_id is None else [eot_id])]))
     prompts = check_prompts(prompt_ids(tokenizer, prompts), model.config.vocab_size)
+    _note_cut_prompts(prompts, model.context_len)
     device = device_of(model)
     if config.num_beams > 1:
         strategy: Sampling | BeamSearch = BeamSearch(config, len(prompts), stop_ids, device)
