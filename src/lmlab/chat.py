@@ -27,7 +27,8 @@ PLAIN_TEMPLATE = ChatTemplate(
     "{{ 'User' if m.role == 'user' else 'Assistant' }}: {{ m.content }}\n{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}")
 PLAIN_STOP = ("\nUser:",)  # a plain-template answer ends where the model starts the next turn
-DEFAULT_OPTIONS = {"max_new_tokens": 256}
+# A conversation's sampling unless told otherwise: Ollama's defaults, which keep a small model on topic.
+DEFAULT_OPTIONS = {"max_new_tokens": 256, "temperature": 0.8, "top_k": 40, "top_p": 0.9, "repetition_penalty": 1.1}
 
 
 @dataclass
