@@ -81,7 +81,8 @@ LMLAB = [sys.executable, "-m", "lmlab"]
 @needs_smollm2
 def test_the_repl_streams_sets_resets_and_survives_ctrl_c(tmp_path):
     pexpect = pytest.importorskip("pexpect")
-    child = pexpect.spawn(LMLAB[0], [*LMLAB[1:], "chat", "smollm2", "--greedy", "--max-new-tokens", "40"],
+    child = pexpect.spawn(LMLAB[0], [*LMLAB[1:], "chat", "smollm2", "--greedy", "--repetition-penalty", "1",
+                                              "--max-new-tokens", "40"],
                           encoding="utf-8", timeout=120, env={**os.environ, "TERM": "dumb"}, dimensions=(40, 200))
     try:
         child.expect_exact(">>> ")
@@ -123,7 +124,8 @@ def test_the_repl_streams_sets_resets_and_survives_ctrl_c(tmp_path):
 
 @needs_smollm2
 def test_piped_input_answers_each_line_and_json_prints_one_object_per_turn():
-    done = subprocess.run([*LMLAB, "chat", "smollm2", "--greedy", "--max-new-tokens", "12", "--json"],
+    done = subprocess.run([*LMLAB, "chat", "smollm2", "--greedy", "--repetition-penalty", "1", "--max-new-tokens", "12",
+                           "--json"],
                           input="What is 2 + 2?\n/set max_new_tokens 3\nAnd 3 + 3?\n", capture_output=True,
                           text=True, timeout=240)
     assert done.returncode == 0, done.stderr
