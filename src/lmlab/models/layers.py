@@ -293,11 +293,14 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         H, H_kv, D = self.n_head, self.n_kv_head, self.head_dim
         if memory is None:
-            # Split the channels before the heads: its backward is cheaper than splitting heads.
-            q, k, v = self.qkv(x).split((H * D, H_kv * D, H_kv * D), dim=2)
-            q, k, v = (t.view(B, T, -1, D).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D), (B, H_kv, T, D) x2
-            if rotary is not None:
-                q, k = rotate(q, *rotary), rotate(k, *rotary)
+            if rotary is None:  # split the channels before the heads: its backward is cheaper
+                q, k, v = self.qkv(x).split((H * D, H_kv * D, H_kv * D), dim=2)
+                q, k, v = (t.view(B, T, -1, D).transpose(1, 2) for t in (q, k, v))  # (B, H|H_kv, T, D)
+            else:  # queries and keys turn together: one rotation, not two
+                qk, v = self.qkv(x).split(((H + H_kv) * D, H_kv * D), dim=2)
+                qk = rotate(qk.view(B, T, H + H_kv, D).transpose(1, 2), *rotary)  # (B, H + H_kv, T, D)
+                q, k = qk.split((H, H_kv), dim=1)  # (B, H, T, D), (B, H_kv, T, D)
+                v = v.view(B, T, H_kv, D).transpose(1, 2)  # (B, H_kv, T, D)
             if cache is not None:
                 k, v = cache.append(self.layer, k, v)  # (B, H_kv, cached + T, D)
         else:
@@ -328,6 +331,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == self.weight.dtype == torch.float32:  # one fused kernel, the same arithmetic
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         wide = x.float()
         normed = wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * normed.to(x.dtype)
