@@ -7,7 +7,9 @@ sequence's end with its finish reason ("stop": an end-of-text id or a stop strin
 max_new_tokens). `generate(...)` reads the same events into one `Generation`. So the text of a
 stream joined is always the text `generate` returns, for every family and strategy: greedy and
 sampled tokens are emitted as they are chosen; beam search emits its best hypotheses when the
-search ends.
+search ends. `Decoding` is one call's part of the loop apart from the model's state (prompts,
+strategy, processors, outputs; `choose` is one step), so a server can step many calls in one
+batch the way the loop steps one.
 
 Prompts are a string or a list of strings (given a tokenizer), or token ids or a list of id lists,
 decoded together in one left-padded batch. End-of-text ids (`config.eot_ids`, plus the
@@ -201,59 +203,94 @@ class Output:
         yield self.finish("length", best.score)
 
 
+class Decoding:
+    """One call's decoding apart from the model and its state: the checked prompt ids, the
+    strategy, the processors and the output sequences. `choose` is one step of the loop — the
+    processors over the strategy's scores, its choice, the events of the tokens it commits — so the
+    loop below and a server that decodes many calls in one batch (lmlab/serve) step the same way."""
+
+    def __init__(self, model: Any, prompts: Prompts, config: GenerationConfig, tokenizer: Any = None,
+                 never: Sequence[int] = ()) -> None:
+        if not isinstance(config, GenerationConfig):
+            raise LmlabError(f"config must be a GenerationConfig, got {type(config).__name__}")
+        if config.stop and tokenizer is None:
+            raise LmlabError("stop strings are matched in the text: pass the tokenizer, or use eot_ids",
+                             params=("stop",))
+        eot_id = None if tokenizer is None else tokenizer.eot_id
+        stop_ids = tuple(dict.fromkeys([*config.eot_ids, *([] if eot_id is None else [eot_id])]))
+        self.prompts = check_prompts(prompt_ids(tokenizer, prompts), model.config.vocab_size)
+        self.config = config
+        self.max_new_tokens = config.max_new_tokens
+        device = device_of(model)
+        if config.num_beams > 1:
+            self.strategy: Sampling | BeamSearch = BeamSearch(config, len(self.prompts), stop_ids, device)
+        else:
+            self.strategy = Sampling(config, device)
+        decode_bytes = None if tokenizer is None else tokenizer.decode_bytes
+        returned = config.num_return_sequences
+        self.outputs = [Output(p * returned + k, p, prompt, decode_bytes, config.stop)
+                        for p, prompt in enumerate(self.prompts) for k in range(returned)]
+        prompt_len = max(len(prompt) for prompt in self.prompts)  # the feed's left-padded width
+        self.processors = build_processors(config, prompt_len, model.config.vocab_size, stop_ids, never)
+        self.stop_ids = frozenset(stop_ids)
+
+    @property
+    def finished(self) -> bool:
+        return self.strategy.done or all(output.finished for output in self.outputs)
+
+    def empty(self) -> list[Event]:
+        """The events of asking for no new tokens at all."""
+        return [output.finish("length", self.strategy.empty_score) for output in self.outputs]
+
+    def choose(self, logits: torch.Tensor, history: torch.Tensor, step: int
+               ) -> tuple[torch.Tensor, torch.Tensor | None, list[Event]]:
+        """Step `step` given the next-token `logits` (R, V) of rows whose tokens so far are `history`
+        (R, T): the next tokens (R,), the rows they continue (None: each its own) and the events."""
+        with torch.inference_mode():
+            scores = self.strategy.prepare(logits)
+            for processor in self.processors:
+                scores = processor(history, scores)
+            tokens, source, committed = self.strategy.choose(scores, step)
+        events = []
+        for index, token_id, logprob, alternatives in committed:
+            if not self.outputs[index].finished:
+                events.extend(self.outputs[index].emit(token_id, logprob, alternatives, self.stop_ids,
+                                                       self.max_new_tokens))
+        return tokens, source, events
+
+    def results(self) -> Iterator[Event]:
+        """The events of what the strategy held back until the end (beam search's best hypotheses)."""
+        for output, best in zip(self.outputs, self.strategy.results()):
+            yield from output.replay(best, self.stop_ids, self.max_new_tokens)
+
+
 def stream(model: Any, prompts: Prompts, config: GenerationConfig | None = None, *, tokenizer: Any = None,
            memory: Any = None, never: Sequence[int] = ()) -> Iterator[Event]:
     """The events of generating after every prompt (see the module docstring). Everything is
     checked now, not at the first event. `never`: ids never to produce (a model's padded rows)."""
     config = GenerationConfig() if config is None else config
-    if not isinstance(config, GenerationConfig):
-        raise LmlabError(f"config must be a GenerationConfig, got {type(config).__name__}")
-    if config.stop and tokenizer is None:
-        raise LmlabError("stop strings are matched in the text: pass the tokenizer, or use eot_ids", params=("stop",))
-    eot_id = None if tokenizer is None else tokenizer.eot_id
-    stop_ids = tuple(dict.fromkeys([*config.eot_ids, *([] if eot_id is None else [eot_id])]))
-    prompts = check_prompts(prompt_ids(tokenizer, prompts), model.config.vocab_size)
-    _note_cut_prompts(prompts, model.context_len)
-    device = device_of(model)
-    if config.num_beams > 1:
-        strategy: Sampling | BeamSearch = BeamSearch(config, len(prompts), stop_ids, device)
-    else:
-        strategy = Sampling(config, device)
-    decode_bytes = None if tokenizer is None else tokenizer.decode_bytes
-    returned = config.num_return_sequences
-    outputs = [Output(p * returned + k, p, prompt, decode_bytes, config.stop)
-               for p, prompt in enumerate(prompts) for k in range(returned)]
-    feed = Feed(model, prompts, strategy.width, config.max_new_tokens, memory)
-    processors = build_processors(config, feed.prompt_len, model.config.vocab_size, stop_ids, never)
-    return _decode(feed, strategy, processors, outputs, frozenset(stop_ids), config.max_new_tokens)
+    decoding = Decoding(model, prompts, config, tokenizer, never)
+    _note_cut_prompts(decoding.prompts, model.context_len)
+    feed = Feed(model, decoding.prompts, decoding.strategy.width, config.max_new_tokens, memory)
+    return _decode(feed, decoding)
 
 
-def _decode(feed: Feed, strategy: Sampling | BeamSearch, processors: list, outputs: list[Output],
-            stop_ids: frozenset[int], max_new_tokens: int) -> Iterator[Event]:
-    """The loop: prefill, then per step the processors, the strategy's choice, the events of the
-    tokens it commits, and the next column fed; at the end, what the strategy held back."""
-    if max_new_tokens == 0:
-        for output in outputs:
-            yield output.finish("length", strategy.empty_score)
+def _decode(feed: Feed, decoding: Decoding) -> Iterator[Event]:
+    """The loop: prefill, then per step the decoding's choice and its events, and the next column
+    fed; at the end, what the strategy held back."""
+    if decoding.max_new_tokens == 0:
+        yield from decoding.empty()
         return
     with torch.inference_mode():
         logits = feed.start()  # (R, V)
-    for step in range(max_new_tokens):
-        with torch.inference_mode():
-            scores = strategy.prepare(logits)
-            history = feed.history()
-            for processor in processors:
-                scores = processor(history, scores)
-            tokens, source, committed = strategy.choose(scores, step)
-        for index, token_id, logprob, alternatives in committed:
-            if not outputs[index].finished:
-                yield from outputs[index].emit(token_id, logprob, alternatives, stop_ids, max_new_tokens)
-        if strategy.done or all(output.finished for output in outputs):
+    for step in range(decoding.max_new_tokens):
+        tokens, source, events = decoding.choose(logits, feed.history(), step)
+        yield from events
+        if decoding.finished:
             break
         with torch.inference_mode():
             logits = feed.advance(tokens, source)
-    for output, best in zip(outputs, strategy.results()):
-        yield from output.replay(best, stop_ids, max_new_tokens)
+    yield from decoding.results()
 
 
 def generate(model: Any, prompts: Prompts, config: GenerationConfig | None = None, *, tokenizer: Any = None,
