@@ -31,6 +31,7 @@ COMMANDS: Mapping[str, Command] = MappingProxyType({
     "export": Command("lmlab.cli.export", "write a run as a Hugging Face directory or an ARPA file"),
     "chat": Command("lmlab.cli.chat", "talk with a model in the terminal, in its own chat format"),
     "models": Command("lmlab.cli.models", "the models lmlab knows by name, and whether they are here"),
+    "plot": Command("lmlab.cli.plot", "draw a model: attention heatmaps (lmlab plot KIND --help)"),
 })
 
 
