@@ -116,10 +116,11 @@ def test_model_flags_name_the_families_that_have_them_with_their_defaults():
         for option, default in model_defaults(name).items():
             help = actions[option].help
             assert name in help and shown(default) in help, (option, help)
-    assert "(gpt: 64; llama: 256)" in actions["context_len"].help  # the default presets: gpt-micro, llama-micro
-    assert "(nplm: 60; rnn, lstm, gru: 200)" in actions["d_embed"].help
+    assert "(gpt: 64; llama: 256;" in actions["context_len"].help  # the default presets: gpt-micro, llama-micro
+    assert "(nplm: 60; rnn, lstm, gru: 200;" in actions["d_embed"].help
     assert "(nplm: 5; ngram: 3)" in actions["order"].help
-    assert "cell" not in actions and "eos_id" not in actions  # the family and the tokenizer set them
+    assert "eos_id" not in actions  # the tokenizer sets it
+    assert "rnn" not in actions["cell"].help and "(seq2seq: gru)" in actions["cell"].help  # rnn, lstm, gru fix it
     assert actions["vocab_size"].help.startswith("--tokenizer word / bpe")  # the tokenizer's, not the model's
 
 

@@ -34,7 +34,15 @@ MODEL_HELP = {
     "positional": "positional encoding: learned | sinusoidal",
     "activation": "feed-forward activation: gelu | gelu_tanh",
     "norm_eps": "the epsilon of the layer norms",
-    "attention": "attention kernel: sdpa (fused) | manual (written out)",
+    "attention": "gpt, llama, transformer: the attention kernel, sdpa (fused) | manual (written out); seq2seq: the "
+                 "attention score, none (the encoder's final state is the only context) | dot | general | additive | "
+                 "scaled-dot",
+    "cell": "the recurrent cell: gru | lstm",
+    "bidirectional": "the encoder reads the source in both directions",
+    "teacher_forcing": "share of training steps that feed the decoder the true previous token (else its own guess)",
+    "max_source_len": "longest source sentence, in tokens",
+    "n_decoder_layer": "decoder blocks (default: n_layer)",
+    "norm_first": "layer norm before each sublayer (pre-LN); --no-norm-first: after each residual sum, as in the paper",
     "order": "n: the model sees the n-1 previous tokens",
     "n_kv_head": "key/value heads, each shared by n_head / n_kv_head query heads (grouped-query attention)",
     "d_hidden": "the feed-forward's width (SwiGLU's; default 8/3 d_model rounded up to a multiple of 64)",

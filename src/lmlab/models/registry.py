@@ -121,6 +121,18 @@ FAMILIES: Mapping[str, Family] = MappingProxyType({family.name: family for famil
     _recurrent("rnn", ("small",)),
     _recurrent("lstm", ("small", "medium", "large")),
     _recurrent("gru", ("small",)),
+    Family("seq2seq", kind="conditional", trains_on="pairs", network_path="lmlab.models.seq2seq:Seq2Seq",
+           presets={
+               "seq2seq-small": dict(d_embed=256, hidden=256, layers=1),
+               "seq2seq-medium": dict(d_embed=256, hidden=512, layers=2, bidirectional=True, dropout=0.3),
+           },
+           default_preset="seq2seq-small"),
+    Family("transformer", kind="conditional", trains_on="pairs", network_path="lmlab.models.transformer:Transformer",
+           presets={
+               "transformer-small": dict(n_layer=3, n_head=4, d_model=256, d_hidden=1024),
+               "transformer-base": dict(n_layer=6, n_head=8, d_model=512, d_hidden=2048),  # the paper's base
+           },
+           default_preset="transformer-small"),
     Family("ngram", kind="counted", trains_on="counts", network_path="lmlab.models.ngram:NGramLM",
            from_tokenizer={"eos_id": "<eos>"}),  # a line end (<eos>) is the sentence end </s>
 )})
