@@ -63,6 +63,8 @@ MODEL_HELP = {
 
 # The tokenizer options that have flags (names as lmlab.tokenize.TRAIN_OPTIONS has them).
 TOKENIZER_OPTIONS = ("vocab_size", "split_punctuation", "lowercase", "min_freq", "eos_per_line")
+# The parallel-data options (lmlab.train.pairs: their names there).
+PAIR_FLAGS = ("source", "target", "val_source", "val_target", "max_len", "vocab")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +119,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"validation text (default: the last {DEFAULT_VAL_FRACTION * 100:g}%% of --data)")
     data.add_argument("--out", required=True, help="run directory to create (or continue, with --resume)")
 
+    pairs = parser.add_argument_group(
+        "parallel data", "for the translation families (seq2seq, transformer): two aligned files, or --data / "
+                         "--val-data as TSV files of source<TAB>target lines")
+    pairs.add_argument("--src-data", dest="source", default=argparse.SUPPRESS, metavar="FILE",
+                       help="training sources, one sentence a line")
+    pairs.add_argument("--tgt-data", dest="target", default=argparse.SUPPRESS, metavar="FILE",
+                       help="their translations, line by line")
+    pairs.add_argument("--val-src", dest="val_source", default=argparse.SUPPRESS, metavar="FILE",
+                       help="validation sources (default: 1,000 training pairs held out)")
+    pairs.add_argument("--val-tgt", dest="val_target", default=argparse.SUPPRESS, metavar="FILE",
+                       help="validation targets")
+    pairs.add_argument("--max-len", dest="max_len", type=positive_int, default=argparse.SUPPRESS, metavar="N",
+                       help="leave out pairs with a side longer than N tokens (saying how many); without it such "
+                            "pairs are an error")
+    pairs.add_argument("--vocab", choices=("joint", "separate"), default=argparse.SUPPRESS,
+                       help="one tokenizer for both languages (default; the Transformer ties its embeddings) or "
+                            "one per side")
+
     tokenizer = parser.add_argument_group("tokenizer")
     tokenizer.add_argument("--tokenizer", default=argparse.SUPPRESS,
                            help=f"{' | '.join(TOKENIZERS)} | PATH.json of a saved tokenizer "
@@ -170,7 +190,7 @@ def run(args: argparse.Namespace) -> None:
     result = train(**settings, out=args.out, model_overrides=given(args, model_options()),
                    train_overrides=given(args, config_options(TrainConfig)),
                    tokenizer_options=given(args, TOKENIZER_OPTIONS), resume=args.resume, progress=not args.quiet,
-                   device=args.device)
+                   device=args.device, pair_data=given(args, PAIR_FLAGS))
     if args.json:
         print_json({"train_loss": result.train_loss, "val_loss": result.val_loss, "steps": result.steps,
                     "tokens_per_s": round(result.tokens_per_s, 1), "wall_s": round(result.wall_s, 2),
@@ -179,4 +199,10 @@ def run(args: argparse.Namespace) -> None:
     val = "n/a" if result.val_loss is None else f"{result.val_loss:.4f}"
     print(f"trained {result.parameters:,} parameters for {result.steps} steps in {result.wall_s:.1f} s "
           f"({result.tokens_per_s:,.0f} tokens/s): train loss {result.train_loss:.4f}, val loss {val}")
-    print(f"run directory: {result.out}   next: lmlab generate {result.out} --prompt \"...\"")
+    from lmlab.models import family
+    from lmlab.io.checkpoint import read_run_config
+
+    if family(read_run_config(result.out)["model"]["family"]).trains_on == "pairs":
+        print(f"run directory: {result.out}   next: lmlab translate {result.out} \"...\"")
+    else:
+        print(f"run directory: {result.out}   next: lmlab generate {result.out} --prompt \"...\"")

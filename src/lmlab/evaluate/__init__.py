@@ -75,6 +75,10 @@ def total_nll(model: nn.Module, stream: TokenStream, context_len: int | None, ba
     if reads == "counts":  # count-based models score a whole stream at once
         log_probs = model.token_log_probs(stream.tokens)
         return -float(log_probs.sum()), len(log_probs)
+    if reads == "pairs":  # `stream` is a PairData: targets scored given their sources
+        from lmlab.evaluate.pairs import pairs_nll
+
+        return pairs_nll(model, stream, batch_size, max_batches, bf16)
     if reads == "streams":
         return sequential_nll(model, stream, batch_size, context_len or SEQUENTIAL_CHUNK, max_batches, bf16)
     was_training = model.training

@@ -21,7 +21,7 @@ from lmlab.errors import LmlabError
 from lmlab.atomic import check_new_folder, remove_stale_temporaries
 from lmlab.io.checkpoint import (MODEL_FILE, TOKENIZER_FILE, TRAIN_STATE_FILE, checkpoint_step, read_run_config,
                                  write_run_config)
-from lmlab.models import DEFAULT_FAMILY, build_model, family, family_of, preset_options
+from lmlab.models import DEFAULT_FAMILY, FAMILIES, build_model, family, family_of, preset_options
 from lmlab.runtime import torch_device
 from lmlab.tokenize import TOKENIZERS, build_tokenizer, check_options
 from lmlab.tokenize import load as load_tokenizer
@@ -174,7 +174,7 @@ def train(data: str | None = None, *, out: str | Path, model: str | None = None,
           preset: str | None = None, val_data: str | None = None, val_fraction: float | None = None,
           model_overrides: dict[str, Any] | None = None, train_overrides: dict[str, Any] | None = None,
           tokenizer_options: dict[str, Any] | None = None, resume: bool = False,
-          progress: bool = True, device: str = "cpu") -> RunResult:
+          progress: bool = True, device: str = "cpu", pair_data: dict[str, Any] | None = None) -> RunResult:
     """Train a model on `data` (a file or folder; default: Tiny Shakespeare) into run directory `out`.
 
     `model` is a family (default gpt) and `preset` one of its sizes (default: the family's own);
@@ -191,6 +191,9 @@ def train(data: str | None = None, *, out: str | Path, model: str | None = None,
     uninterrupted run exactly on CPU. Every other argument may be given again as the run was
     started (so the same command works with resume added), but only `max_steps` or `epochs` may
     change: a setting that differs from the run's own is an error that names it.
+
+    A translation family (one that trains on pairs) reads `pair_data` instead (train/pairs.py:
+    source and target files, or `data` / `val_data` as TSV files, max_len, vocab).
     """
     torch_device(device)  # a device this machine lacks is refused before anything is written
     run_dir = Path(out)
@@ -199,6 +202,21 @@ def train(data: str | None = None, *, out: str | Path, model: str | None = None,
     given_tokenizer = {k: v for k, v in (tokenizer_options or {}).items() if v is not None}
     if "epochs" in given_train and "max_steps" in given_train:
         raise LmlabError("give epochs or max_steps, not both", params=("epochs", "max_steps"))
+    given_pairs = {k: v for k, v in (pair_data or {}).items() if v is not None}
+    own_family = read_run_config(run_dir)["model"]["family"] if resume else model or DEFAULT_MODEL
+    if family(own_family).trains_on == "pairs":
+        from lmlab.train.pairs import train_pairs
+
+        for name, value in (("data", data), ("val_data", val_data)):
+            if value is not None:
+                given_pairs[name] = value
+        return train_pairs(out=out, model=model or own_family, tokenizer=tokenizer, preset=preset,
+                           model_overrides=given_model, train_overrides=given_train, tokenizer_options=given_tokenizer,
+                           pair_data=given_pairs, resume=resume, progress=progress, device=device)
+    if given_pairs:
+        raise LmlabError(f"{', '.join(given_pairs)}: parallel data is for the translation families "
+                         f"({', '.join(n for n, e in FAMILIES.items() if e.trains_on == 'pairs')}), not {own_family}",
+                         params=(*given_pairs, "model"))
     if resume:
         config = read_run_config(run_dir)  # a run killed before its first checkpoint starts over from step 0
         TrainConfig.from_dict({**config["train"], **given_train})  # bad values first, in their own words

@@ -26,3 +26,17 @@ def step_decay(epoch: int, *, lr: float, decay: float, decay_start: int) -> floa
     [1.0, 1.0, 0.5, 0.25, 0.125]
     """
     return lr * decay ** max(0, epoch - decay_start + 1)
+
+
+def inverse_sqrt(step: int, *, lr: float, warmup_steps: int) -> float:
+    """Linear warmup to `lr` at step `warmup_steps`, then lr * sqrt(warmup_steps / step): the
+    schedule of "Attention Is All You Need" (d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)),
+    with the peak given as `lr` instead of through d_model. Steps count from 0.
+
+    >>> [round(inverse_sqrt(s, lr=1.0, warmup_steps=4), 3) for s in (0, 1, 3, 15)]
+    [0.25, 0.5, 1.0, 0.5]
+    """
+    step = step + 1
+    if warmup_steps == 0:
+        return lr / math.sqrt(step)
+    return lr * min(step / warmup_steps, math.sqrt(warmup_steps / step))

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lmlab.atomic import atomic_write_text
@@ -37,13 +38,14 @@ from lmlab.io.checkpoint import (METRICS_FILE, TRAIN_STATE_FILE, load_tensors, s
 from lmlab.models import FAMILIES, device_of, family_of
 from lmlab.models.config import config_from_dict
 from lmlab.runtime import keep_freed_memory, torch_device
-from lmlab.train.schedule import step_decay, warmup_cosine
+from lmlab.train.schedule import inverse_sqrt, step_decay, warmup_cosine
 from lmlab.viz.loss import plot_loss
 
 PRECISIONS = ("auto", "fp32", "bf16")
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "step")
+SCHEDULES = ("cosine", "step", "inverse-sqrt")
 _STREAMED = [name for name, entry in FAMILIES.items() if entry.trains_on == "streams"]
+_PAIRED = [name for name, entry in FAMILIES.items() if entry.trains_on == "pairs"]
 
 
 def _is_int(value: Any) -> bool:
@@ -85,12 +87,15 @@ class TrainConfig:
     precision: str = option("auto", f"{' | '.join(PRECISIONS)} (autocast); auto picks bf16 only where it is faster")
     optimizer: str = option("adamw", "adamw | sgd (plain: no momentum, no weight decay)")
     schedule: str = option("cosine", "learning rate: cosine (warmup, then cosine to min_lr) | step (constant, "
-                                     "then x lr_decay every epoch)")
+                                     "then x lr_decay every epoch) | inverse-sqrt (warmup to lr, then lr * "
+                                     "sqrt(warmup_steps / step), as in Attention Is All You Need)")
     lr_decay: float = option(0.5, "schedule step: multiply the lr by this every epoch ...")
     lr_decay_start: int = option(4, "... after this many epochs at lr")
     epochs: int | None = option(None, "passes over the training data, instead of max_steps")
     bptt: int = option(35, f"tokens per batch row of the families that train on streams ({', '.join(_STREAMED)}): "
                            "the unroll length; the state carries over to the next batch")
+    label_smoothing: float = option(0.0, f"families trained on sentence pairs ({', '.join(_PAIRED)}): the share of "
+                                         "each target's probability spread over the whole vocabulary in the loss")
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every", "bptt"):
@@ -105,10 +110,12 @@ class TrainConfig:
             if getattr(self, name) not in choices:
                 raise LmlabError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}",
                                  params=(name,))
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2", "lr_decay"):
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2", "lr_decay", "label_smoothing"):
             value = getattr(self, name)
             if not (value is None and name == "min_lr") and not _is_number(value):
                 raise LmlabError(f"{name} must be a number, got {value!r}", params=(name,))
+        if not 0 <= self.label_smoothing < 1:
+            raise LmlabError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}", params=("label_smoothing",))
         if not 0 < self.lr_decay <= 1:
             raise LmlabError(f"lr_decay must be in (0, 1], got {self.lr_decay}", params=("lr_decay",))
         if not _is_int(self.lr_decay_start) or self.lr_decay_start < 0:
@@ -142,6 +149,8 @@ class TrainConfig:
         if self.schedule == "step":
             lr = step_decay(epoch, lr=self.lr, decay=self.lr_decay, decay_start=self.lr_decay_start)
             return lr * (step + 1) / (self.warmup_steps + 1) if step < self.warmup_steps else lr
+        if self.schedule == "inverse-sqrt":
+            return inverse_sqrt(step, lr=self.lr, warmup_steps=self.warmup_steps)
         min_lr = self.lr / 10 if self.min_lr is None else self.min_lr
         return warmup_cosine(step, lr=self.lr, min_lr=min_lr, warmup_steps=self.warmup_steps,
                              decay_steps=self.max_steps)
@@ -161,6 +170,8 @@ def epoch_length(model: nn.Module, train_data: TokenStream, config: TrainConfig)
     random windows as hold as many tokens as the data (at least 1)."""
     if family_of(model).trains_on == "streams":
         return train_data.num_sequential_batches(config.batch_size, config.bptt)
+    if family_of(model).trains_on == "pairs":  # train_data is a PairData
+        return train_data.num_batches(config.batch_size)
     return max(1, len(train_data) // (config.batch_size * (model.context_len or config.bptt)))
 
 
@@ -196,6 +207,18 @@ def use_bf16(config: TrainConfig, model: nn.Module) -> bool:
         return False  # recurrent cells and counts: bf16 not measured to pay
     width = max((min(p.shape) for p in model.parameters() if p.dim() == 2), default=0)
     return width >= 512 and torch.backends.cpu.get_cpu_capability().startswith(("AVX512", "AMX"))
+
+
+def _pair_loss(model: nn.Module, batch: dict[str, torch.Tensor], bf16: bool, label_smoothing: float) -> torch.Tensor:
+    """The mean target-token cross-entropy of a translation model on a batch of lmlab.data.pairs
+    (with label smoothing when asked; the model's own loss otherwise)."""
+    targets = batch.pop("targets")
+    with torch.autocast(device_of(model).type, dtype=torch.bfloat16, enabled=bf16):
+        logits, loss = model(**batch, targets=None if label_smoothing else targets)
+    if label_smoothing:
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1,
+                               label_smoothing=label_smoothing)
+    return loss
 
 
 def _state_tensors(model: nn.Module, optimizer: torch.optim.Optimizer, batch_rng: torch.Generator,
@@ -289,6 +312,7 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
     model.to(where)
     keep_freed_memory()  # the same large tensors every step: no page faults for them after the first
     recurrent = family_of(model).trains_on == "streams"
+    paired = family_of(model).trains_on == "pairs"  # train_data and val_data are PairData (lmlab.data.pairs)
     window = model.context_len or config.bptt  # tokens per batch row
     final_rows = 1 if recurrent else config.batch_size  # the last validation reads as `lmlab eval` does
     per_epoch = epoch_length(model, train_data, config)
@@ -320,6 +344,8 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
         checkpoint(0)
     model.train()
     tokens_per_step = config.batch_size * config.grad_accum * window
+    if paired:  # target tokens of an average batch
+        tokens_per_step = round(config.batch_size * config.grad_accum * train_data.target_tokens / len(train_data))
     bar = tqdm(total=config.max_steps, initial=start_step, disable=not progress, unit="step",
                dynamic_ncols=True, leave=False)
     started = time.perf_counter()
@@ -340,6 +366,10 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
             counts = [int((y >= 0).sum()) for _, y in batches]
             total = sum(counts)
             weights = [n / total for n in counts]
+        elif paired:  # batches of sentences hold unequal numbers of target tokens: each weighs by its own
+            batches = [train_data.batch(batch, config.batch_size) for batch in micro]
+            counts = [int((b["targets"] >= 0).sum()) for b in batches]
+            weights = [n / sum(counts) for n in counts]
         for i, batch in enumerate(micro):
             if recurrent:
                 index = batch % per_epoch  # batch 0 of an epoch starts from the zero state
@@ -347,6 +377,10 @@ def fit(model: nn.Module, train_data: TokenStream, val_data: TokenStream | None,
                 with torch.autocast(where.type, dtype=torch.bfloat16, enabled=bf16):
                     _, loss, carry = model.forward_with_state(x, y, carry if index else None)
                 carry = tuple(part.detach() for part in carry)  # truncated BPTT: no gradient into past batches
+                (loss * weights[i]).backward()
+            elif paired:
+                loss = _pair_loss(model, {k: t.to(where, non_blocking=True) for k, t in batches[i].items()}, bf16,
+                                  config.label_smoothing)
                 (loss * weights[i]).backward()
             else:
                 x, y = (t.to(where, non_blocking=True) for t in train_data.random_windows(config.batch_size, window,
