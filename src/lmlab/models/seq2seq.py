@@ -38,8 +38,8 @@ CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 def dot_scores(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """q . k for every query (B, T, H) and key (B, S, H): (B, T, S).
 
-    >>> dot_scores(torch.tensor([[[0.5], [0.7]]]), torch.tensor([[[0.4], [0.8]]])).tolist()
-    [[[0.2, 0.4], [0.28, 0.56]]]
+    >>> dot_scores(torch.tensor([[[0.5], [1.0]]]), torch.tensor([[[0.5], [2.0]]])).tolist()
+    [[[0.25, 1.0], [0.5, 2.0]]]
     """
     return queries @ keys.transpose(1, 2)
 
